@@ -1,0 +1,219 @@
+"""GPT-2's byte-level BPE: the same token ids as openai/gpt-2's `encoder.py`, faster.
+
+Text is split into pre-tokens by GPT-2's regular expression, each pre-token's UTF-8 bytes are
+mapped to printable characters (`bytes_to_unicode`), and BPE merges them by rank. The merge
+semantics are the original's: in each pass the lowest-ranked adjacent pair is merged at every
+non-overlapping occurrence, left to right.
+
+What is different from the original, and why:
+- A pre-token that is itself a vocabulary entry is looked up directly, as tiktoken does; for
+  GPT-2's vocabulary every entry encodes to itself (checked exhaustively in the tests).
+- Results are cached per pre-token in a bounded cache (`cache_size` entries; the oldest half is
+  dropped when it is full), so memory stays flat over a long stream of distinct words.
+- Decoding joins precomputed byte strings and decodes once; `IncrementalDecoder` holds back
+  an incomplete UTF-8 sequence instead of turning it into U+FFFD, for token-by-token streaming.
+- Files are read as UTF-8 whatever the locale, and bad files or ids raise `ValueError`s that
+  say which file or id and what to do.
+
+`<|endoftext|>` (id 50256, `Encoder.eot_token`): `decode` renders it as the text
+"<|endoftext|>"; `encode` treats that text in a prompt as plain text, as the original does
+(it becomes ordinary tokens such as "<", "|", "endo"..., never id 50256). To put the special
+token in a context, append `eot_token` to the id list yourself.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+from itertools import chain, islice
+from typing import Iterable
+
+import regex
+
+__all__ = ["ENDOFTEXT", "Encoder", "IncrementalDecoder", "bytes_to_unicode", "get_encoder"]
+
+ENDOFTEXT = "<|endoftext|>"
+# GPT-2's pre-tokenizer, written with one apostrophe for the contractions; it matches exactly
+# what the original's `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|...` matches (case-sensitive: "DON'T"
+# splits as "DON", "'", "T", as in GPT-2).
+PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_NO_MERGE = 1 << 62  # rank of a pair that is not in the merge list
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """Maps each byte to a printable character; printable Latin-1 bytes map to themselves."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable}
+    table.update((b, chr(256 + n)) for n, b in enumerate(others))
+    return table
+
+
+class Encoder:
+    """Encodes text to GPT-2 token ids and back.
+
+    Args:
+        encoder: token string (in the `bytes_to_unicode` alphabet) -> id, from encoder.json.
+        bpe_merges: merge pairs in rank order, from vocab.bpe.
+        errors: how `decode` treats ids whose bytes are not valid UTF-8 (`bytes.decode`).
+        cache_size: how many pre-tokens' ids to keep cached.
+    """
+
+    def __init__(self, encoder: dict[str, int], bpe_merges: Iterable[tuple[str, str]],
+                 errors: str = "replace", *, cache_size: int = 1 << 16):
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, got {cache_size}")
+        self.encoder = encoder
+        self.decoder = {i: s for s, i in encoder.items()}
+        self.errors = errors
+        self.byte_encoder = bytes_to_unicode()
+        self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
+        self.bpe_ranks = {tuple(pair): rank for rank, pair in enumerate(bpe_merges)}
+        self.eot_token: int | None = encoder.get(ENDOFTEXT)
+        self.cache: dict[str, tuple[int, ...]] = {}
+        self.cache_size = cache_size
+        self.pat = regex.compile(PATTERN)
+        self._to_alphabet = {b: c for b, c in self.byte_encoder.items()}  # str.translate table
+        self._id_bytes = {i: self._token_bytes(s) for i, s in self.decoder.items()}
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.encoder)
+
+    def _token_bytes(self, token: str) -> bytes:
+        try:
+            return bytes(self.byte_decoder[c] for c in token)
+        except KeyError as e:
+            raise ValueError(f"vocabulary entry {token!r} has a character outside the byte "
+                             f"alphabet: {e.args[0]!r}") from None
+
+    def _merge(self, word: list[str]) -> list[str]:
+        """BPE over the characters of one pre-token, in the original's merge order."""
+        get = self.bpe_ranks.get
+        ranks = [get(pair, _NO_MERGE) for pair in zip(word, word[1:])]  # ranks[k]: word[k:k+2]
+        while ranks:
+            best = min(ranks)
+            if best == _NO_MERGE:
+                break
+            i = ranks.index(best)
+            while True:  # merge every occurrence of the best pair, left to right
+                word[i:i + 2] = [word[i] + word[i + 1]]
+                del ranks[i]
+                if i > 0:
+                    ranks[i - 1] = get((word[i - 1], word[i]), _NO_MERGE)
+                if i < len(ranks):
+                    ranks[i] = get((word[i], word[i + 1]), _NO_MERGE)
+                try:
+                    i = ranks.index(best, i + 1)
+                except ValueError:
+                    break
+        return word
+
+    def bpe(self, token: str) -> str:
+        """The original's `bpe`: a pre-token in the byte alphabet -> its tokens joined by ' '."""
+        return " ".join(self._merge(list(token)))
+
+    def _encode_piece(self, piece: str) -> tuple[int, ...]:
+        word = piece.encode("utf-8").decode("latin-1").translate(self._to_alphabet)
+        whole = self.encoder.get(word)
+        if whole is not None:
+            ids: tuple[int, ...] = (whole,)
+        else:
+            ids = tuple(map(self.encoder.__getitem__, self._merge(list(word))))
+        cache = self.cache
+        if len(cache) >= self.cache_size:  # drop the oldest half: amortised O(1) per insert
+            for key in list(islice(cache, max(1, len(cache) // 2))):
+                del cache[key]
+        cache[piece] = ids
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> token ids. `<|endoftext|>` in the text is encoded as plain text."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects str, got {type(text).__name__}")
+        get, miss = self.cache.get, self._encode_piece
+        return list(chain.from_iterable([get(p) or miss(p) for p in self.pat.findall(text)]))
+
+    def decode_bytes(self, tokens: Iterable[int]) -> bytes:
+        """Token ids -> the UTF-8 bytes they stand for (possibly a partial character)."""
+        tokens = tokens if isinstance(tokens, (list, tuple)) else list(tokens)
+        try:
+            return b"".join(map(self._id_bytes.__getitem__, tokens))
+        except (KeyError, TypeError):
+            bad = next(t for t in tokens if not self._known(t))
+            raise ValueError(f"token id {bad!r} is outside the vocabulary: ids are integers "
+                             f"from 0 to {self.n_vocab - 1} ({self.n_vocab} tokens)") from None
+
+    def _known(self, token: object) -> bool:
+        try:
+            return token in self._id_bytes
+        except TypeError:  # unhashable
+            return False
+
+    def decode(self, tokens: Iterable[int]) -> str:
+        """Token ids -> text; invalid UTF-8 is handled by `errors` (U+FFFD by default)."""
+        return self.decode_bytes(tokens).decode("utf-8", self.errors)
+
+    def incremental_decoder(self) -> IncrementalDecoder:
+        return IncrementalDecoder(self)
+
+
+class IncrementalDecoder:
+    """Decodes a stream of ids, returning only complete characters.
+
+    A character split across tokens (common for CJK and emoji) is held back until its last
+    byte arrives, so streamed output never shows a spurious U+FFFD. The concatenation of every
+    `decode` result and the final `flush()` equals `Encoder.decode` of all the ids.
+    """
+
+    def __init__(self, encoder: Encoder):
+        self._encoder = encoder
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(encoder.errors)
+
+    def decode(self, tokens: int | Iterable[int]) -> str:
+        """Feeds one id or several; returns the text completed by them."""
+        ids = [tokens] if isinstance(tokens, int) or hasattr(tokens, "__index__") else tokens
+        return self._utf8.decode(self._encoder.decode_bytes(ids))
+
+    def flush(self) -> str:
+        """Ends the stream: bytes still held back are decoded with `errors` and returned."""
+        return self._utf8.decode(b"", final=True)
+
+
+def _read_text(path: str, model_name: str) -> str:
+    fix = f"run `python3 download_model.py {model_name}`"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ValueError(f"{path} not found: {fix}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file "
+                         f"is damaged; delete it and {fix}") from None
+
+
+def get_encoder(model_name: str, models_dir: str = "models") -> Encoder:
+    """Builds the Encoder from `models_dir/model_name/{encoder.json,vocab.bpe}`."""
+    json_path = os.path.join(models_dir, model_name, "encoder.json")
+    bpe_path = os.path.join(models_dir, model_name, "vocab.bpe")
+    redo = f"delete it and run `python3 download_model.py {model_name}` again"
+    try:
+        encoder = json.loads(_read_text(json_path, model_name))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{json_path} is not valid JSON ({e.msg}, line {e.lineno}), perhaps an "
+                         f"error page saved by a failed download: {redo}") from None
+    if not isinstance(encoder, dict) or not all(
+            isinstance(k, str) and type(v) is int for k, v in encoder.items()):
+        raise ValueError(f"{json_path} is not a map from token strings to integer ids: {redo}")
+    merges = []
+    for lineno, line in enumerate(_read_text(bpe_path, model_name).split("\n"), 1):
+        if not line or (lineno == 1 and line.startswith("#version")):
+            continue
+        pair = line.split(" ")
+        if len(pair) != 2 or not all(p in encoder for p in (*pair, "".join(pair))):
+            raise ValueError(f"{bpe_path} line {lineno} is not a merge of two tokens of "
+                             f"{json_path}: {line[:60]!r}: {redo}")
+        merges.append((pair[0], pair[1]))
+    return Encoder(encoder=encoder, bpe_merges=merges)
