@@ -216,4 +216,7 @@ def get_encoder(model_name: str, models_dir: str = "models") -> Encoder:
             raise ValueError(f"{bpe_path} line {lineno} is not a merge of two tokens of "
                              f"{json_path}: {line[:60]!r}: {redo}")
         merges.append((pair[0], pair[1]))
+    if len(merges) < len(encoder) - 257:  # 256 byte tokens and <|endoftext|> need no merge
+        raise ValueError(f"{bpe_path} has {len(merges)} merges but {json_path} has "
+                         f"{len(encoder)} tokens, so one of them is truncated: {redo}")
     return Encoder(encoder=encoder, bpe_merges=merges)
