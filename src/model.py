@@ -1,0 +1,240 @@
+"""GPT-2's forward pass as pure TensorFlow 2 functions over a params tree.
+
+The tree mirrors the released checkpoint: `model/h3/attn/c_attn/w` is
+`params["h"][3]["attn"]["c_attn"]["w"]`, so this file reads beside OpenAI's `src/model.py`
+function by function (`norm, conv1d, attn, mlp, block, model`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+import tensorflow as tf
+
+# Sizes past these are not GPT-2 checkpoints but typos or corrupt files; reject them before
+# TensorFlow tries to allocate them.
+_LIMITS = {"n_vocab": 1_000_000, "n_ctx": 65_536, "n_embd": 65_536, "n_head": 1_024,
+           "n_layer": 1_024}
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+    """The five numbers in a released `hparams.json`; defaults are the 124M model's."""
+
+    n_vocab: int = 50257  # 256 byte tokens + 50,000 merges + <|endoftext|>
+    n_ctx: int = 1024  # positions in `wpe`: prompt + sample must fit
+    n_embd: int = 768
+    n_head: int = 12  # must divide n_embd
+    n_layer: int = 12
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{field.name} must be an integer, got {value!r}")
+            if not 0 < value <= _LIMITS[field.name]:
+                raise ValueError(f"{field.name}={value} is out of range: expected 1.."
+                                 f"{_LIMITS[field.name]}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "hparams") -> "HParams":
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a JSON object, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; expected "
+                             f"{', '.join(sorted(known))}")
+        try:
+            return cls(**values)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "HParams":
+        """Reads `hparams.json`; every problem is a ValueError naming the file."""
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+        except FileNotFoundError:
+            raise ValueError(f"{path} not found: {redownload_hint(path)}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON ({e}): {redownload_hint(path)}"
+                             ) from None
+        return cls.from_dict(values, source=path)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+def redownload_hint(path: str) -> str:
+    """The remedy for a missing or damaged file inside models/<name>/."""
+    name = os.path.basename(os.path.dirname(os.path.abspath(path))) or "124M"
+    return f"run `python3 download_model.py {name} --force` to fetch it again"
+
+
+def shape_list(x: tf.Tensor) -> list:
+    """Static dimensions where known, dynamic ones elsewhere."""
+    static = x.shape.as_list()
+    dynamic = tf.shape(x)
+    return [dynamic[i] if s is None else s for i, s in enumerate(static)]
+
+
+def gelu(x: tf.Tensor) -> tf.Tensor:
+    # The tanh approximation GPT-2 was trained with (not the exact erf form).
+    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def norm(x: tf.Tensor, *, g: tf.Tensor, b: tf.Tensor, epsilon: float = 1e-5) -> tf.Tensor:
+    """Layer norm over the last axis."""
+    u = tf.reduce_mean(x, axis=-1, keepdims=True)
+    s = tf.reduce_mean(tf.square(x - u), axis=-1, keepdims=True)
+    return (x - u) * tf.math.rsqrt(s + epsilon) * g + b
+
+
+def conv1d(x: tf.Tensor, *, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """The checkpoint's 1x1 convolution, i.e. a dense layer; `w` is [1, nx, nf]."""
+    *start, nx = shape_list(x)
+    nf = w.shape[-1]
+    y = tf.matmul(tf.reshape(x, [-1, nx]), tf.reshape(w, [nx, nf])) + b  # [rows, nf]
+    return tf.reshape(y, start + [nf])
+
+
+def split_heads(x: tf.Tensor, n_head: int) -> tf.Tensor:
+    *start, n_embd = shape_list(x)
+    x = tf.reshape(x, start + [n_head, n_embd // n_head])  # [batch, seq, head, head_dim]
+    return tf.transpose(x, [0, 2, 1, 3])  # [batch, head, seq, head_dim]
+
+
+def merge_heads(x: tf.Tensor) -> tf.Tensor:
+    x = tf.transpose(x, [0, 2, 1, 3])  # [batch, seq, head, head_dim]
+    *start, n_head, head_dim = shape_list(x)
+    return tf.reshape(x, start + [n_head * head_dim])  # [batch, seq, n_embd]
+
+
+def attention_mask(nd, ns, *, n_prior, dtype) -> tf.Tensor:
+    """1 where query i (at position n_prior + i) may attend key j: j <= n_prior + i.
+
+    The original's `i >= j - ns + nd` is the case n_prior = ns - nd; a fixed-size cache
+    has slots past the filled ones, so the offset is given rather than derived.
+    """
+    i = tf.range(nd)[:, None]
+    j = tf.range(ns)[None, :]
+    return tf.cast(j <= i + n_prior, dtype)  # [nd, ns]
+
+
+def multihead_attn(q, k, v, *, n_prior) -> tf.Tensor:
+    """Causal attention of q's positions n_prior.. over k/v's positions 0.."""
+    nd, ns = shape_list(q)[2], shape_list(k)[2]
+    w = tf.matmul(q, k, transpose_b=True)  # [batch, head, nd, ns]
+    w = w * tf.math.rsqrt(tf.cast(q.shape[-1], w.dtype))
+    b = attention_mask(nd, ns, n_prior=n_prior, dtype=w.dtype)  # [nd, ns]
+    w = w * b - tf.cast(1e10, w.dtype) * (1 - b)
+    w = tf.nn.softmax(w, axis=-1)
+    return tf.matmul(w, v)  # [batch, head, nd, head_dim]
+
+
+def write_cache(cache: tf.Tensor, kv: tf.Tensor, pos) -> tf.Tensor:
+    """Overwrites slots [pos, pos + seq) of a fixed-size cache [batch, 2, head, T, head_dim]."""
+    b, two, h, s, d = shape_list(kv)
+    grid = tf.meshgrid(tf.range(b), tf.range(two), tf.range(h), pos + tf.range(s),
+                       indexing="ij")
+    indices = tf.stack(grid, axis=-1)  # [batch, 2, head, seq, 4]
+    return tf.tensor_scatter_nd_update(cache, indices, kv)
+
+
+def attn(x, *, c_attn, c_proj, past, hparams: HParams, pos=None, window=None):
+    """Self-attention; returns (output [batch, seq, n_embd], present).
+
+    With `pos=None` this is the original: `past` [batch, 2, head, n_past, head_dim] (or None)
+    is prepended and `present` holds only the new keys/values. With `pos` given, `past` is a
+    preallocated cache [batch, 2, head, T, head_dim]: the new keys/values are written at
+    slots [pos, pos + seq), the first `window` slots (default T) are attended, and `present`
+    is the updated cache, so a sampling loop keeps static shapes.
+    """
+    c = conv1d(x, **c_attn)  # [batch, seq, 3 * n_embd]
+    q, k, v = [split_heads(t, hparams.n_head) for t in tf.split(c, 3, axis=2)]
+    kv = tf.stack([k, v], axis=1)  # [batch, 2, head, seq, head_dim]
+    if pos is None:
+        present, n_prior = kv, 0
+        if past is not None:
+            pk, pv = tf.unstack(past, axis=1)
+            n_prior = shape_list(pk)[2]
+            k = tf.concat([pk, k], axis=-2)
+            v = tf.concat([pv, v], axis=-2)
+    else:
+        present = write_cache(past, kv, pos)
+        k, v = tf.unstack(present[:, :, :, :window], axis=1)  # [batch, head, window, hd]
+        n_prior = pos
+    a = merge_heads(multihead_attn(q, k, v, n_prior=n_prior))  # [batch, seq, n_embd]
+    return conv1d(a, **c_proj), present
+
+
+def mlp(x, *, c_fc, c_proj) -> tf.Tensor:
+    return conv1d(gelu(conv1d(x, **c_fc)), **c_proj)  # [batch, seq, n_embd]
+
+
+def block(x, p, *, past, hparams: HParams, pos=None, window=None):
+    """One transformer layer; `p` is `params["h"][i]` (the original's scope `h<i>`)."""
+    a, present = attn(norm(x, **p["ln_1"]), **p["attn"], past=past, hparams=hparams,
+                      pos=pos, window=window)
+    x = x + a  # [batch, seq, n_embd]
+    x = x + mlp(norm(x, **p["ln_2"]), **p["mlp"])  # [batch, seq, n_embd]
+    return x, present
+
+
+def model(params, X, *, hparams: HParams, past=None, pos=None, window=None):
+    """Logits for token ids X [batch, seq], and `present` to feed back as `past`.
+
+    Without `pos` (the original API), `past` is None or [batch, n_layer, 2, head, n_past,
+    head_dim] and `present` holds X's keys/values in that layout. With `pos` (a scalar:
+    how many positions the cache already holds), `past` is a list of n_layer fixed-size
+    caches (see `attn`) and `present` the list of updated caches.
+    """
+    X = tf.convert_to_tensor(X, tf.int32)  # [batch, seq]
+    if pos is None:
+        pasts = [None] * hparams.n_layer if past is None else tf.unstack(past, axis=1)
+        n_prior = 0 if past is None else shape_list(past)[-2]
+    else:
+        pasts, n_prior = past, pos
+    assert len(pasts) == hparams.n_layer, (len(pasts), hparams.n_layer)
+    seq = shape_list(X)[1]
+    positions = n_prior + tf.range(seq)  # [seq]
+    if isinstance(n_prior, int) and isinstance(seq, int):
+        # Callers validate lengths; past the table the gather would crash (CPU) or read
+        # zeros (GPU), so fail loudly instead.
+        assert n_prior + seq <= hparams.n_ctx, (n_prior, seq, hparams.n_ctx)
+    # Gather from a tensor, not the variable: a ResourceGather would switch `wte` to
+    # copy-on-read and every later read for the logits would copy the whole table.
+    wte = tf.convert_to_tensor(params["wte"])  # [n_vocab, n_embd]
+    wpe = tf.convert_to_tensor(params["wpe"])  # [n_ctx, n_embd]
+    h = tf.gather(wte, X) + tf.gather(wpe, positions)  # [batch, seq, n_embd]
+    presents = []
+    for layer, layer_past in enumerate(pasts):
+        h, present = block(h, params["h"][layer], past=layer_past, hparams=hparams,
+                           pos=pos, window=window)
+        presents.append(present)
+    h = norm(h, **params["ln_f"])  # [batch, seq, n_embd]
+    batch = shape_list(X)[0]
+    logits = tf.matmul(tf.reshape(h, [-1, hparams.n_embd]), wte, transpose_b=True)
+    logits = tf.reshape(logits, [batch, seq, hparams.n_vocab])  # [batch, seq, n_vocab]
+    present = tf.stack(presents, axis=1) if pos is None else presents
+    return {"logits": logits, "present": present}
+
+
+def past_shape(*, hparams: HParams, batch_size=None, sequence=None) -> list:
+    """The original's layout of `past`/`present`."""
+    return [batch_size, hparams.n_layer, 2, hparams.n_head, sequence, hparams.head_dim]
+
+
+def empty_cache(*, hparams: HParams, batch_size: int, length: int, dtype=tf.float32) -> list:
+    """A zeroed fixed-size cache for `model(..., pos=...)`: one tensor per layer."""
+    shape = [batch_size, 2, hparams.n_head, length, hparams.head_dim]
+    return [tf.zeros(shape, dtype) for _ in range(hparams.n_layer)]

@@ -1,0 +1,195 @@
+"""Loading and writing the released checkpoint layout, and every loading fault (L1-L6)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import checkpoint
+import gpt2_fixtures as fx
+from conftest import TINY
+
+SRC = os.path.join(os.path.dirname(__file__), "..", "src")
+
+
+@pytest.fixture
+def model_dir(tmp_path, tiny_dir):
+    path = tmp_path / "models" / "124M"
+    shutil.copytree(tiny_dir, path)
+    return str(path)
+
+
+def load_error(path) -> str:
+    with pytest.raises(ValueError) as e:
+        checkpoint.load(str(path))
+    return str(e.value)
+
+
+def test_tf1_checkpoint_loads_into_variables_named_like_the_checkpoint(tiny_dir, tiny_weights):
+    assert sorted(os.listdir(tiny_dir)) == sorted([
+        "checkpoint", "hparams.json", "model.ckpt.data-00000-of-00001", "model.ckpt.index",
+        "model.ckpt.meta"])
+    hparams, params = checkpoint.load(tiny_dir)
+    assert hparams.n_layer == TINY["n_layer"]
+    w = params["h"][1]["attn"]["c_attn"]["w"]
+    assert isinstance(w, tf.Variable) and not w.trainable
+    np.testing.assert_array_equal(w.numpy(), tiny_weights["model/h1/attn/c_attn/w"])
+    np.testing.assert_array_equal(params["ln_f"]["b"].numpy(), tiny_weights["model/ln_f/b"])
+
+
+def test_variable_shapes_match_the_independent_list():
+    hparams = checkpoint.HParams(**TINY)
+    assert checkpoint.variable_shapes(hparams) == {
+        k: list(v) for k, v in fx.shapes(TINY).items()}
+
+
+def test_write_then_load_round_trips_and_tf1_saver_restores_it(tmp_path, tiny_model):
+    hparams, params = tiny_model
+    out = str(tmp_path / "written")
+    checkpoint.save(params, hparams, out)
+    assert {"checkpoint", "hparams.json", "model.ckpt.index",
+            "model.ckpt.data-00000-of-00001"} <= set(os.listdir(out))
+    _, again = checkpoint.load(out)
+    before = checkpoint.flat_from_tree(params, hparams)
+    after = checkpoint.flat_from_tree(again, hparams)
+    assert list(before) == list(after)
+    for name in before:
+        np.testing.assert_array_equal(before[name].numpy(), after[name].numpy())
+    restored = fx.read_tf1_checkpoint(out, TINY)
+    for name, value in restored.items():
+        np.testing.assert_array_equal(value, before[name].numpy())
+    assert json.loads(open(os.path.join(out, "hparams.json")).read()) == TINY
+
+
+def test_bfloat16_load_casts_every_weight(tiny_dir):
+    _, params = checkpoint.load(tiny_dir, dtype=tf.bfloat16)
+    assert params["wte"].dtype == tf.bfloat16
+    assert params["h"][0]["mlp"]["c_fc"]["b"].dtype == tf.bfloat16
+
+
+# L1
+def test_missing_model_dir_says_how_to_download(tmp_path):
+    with pytest.raises(ValueError) as e:
+        checkpoint.model_dir_for("124M", str(tmp_path / "models"))
+    assert str(e.value) == (f"{tmp_path}/models/124M not found: run `python3 download_model.py "
+                            f"124M --models_dir {tmp_path}/models`")
+    assert "run `python3 download_model.py 355M`" in load_error(tmp_path / "models" / "355M")
+
+
+# L2
+@pytest.mark.parametrize("name", ["model.ckpt.index", "model.ckpt.data-00000-of-00001"])
+def test_missing_checkpoint_file_is_named(model_dir, name):
+    os.remove(os.path.join(model_dir, name))
+    message = load_error(model_dir)
+    assert f"{model_dir}/{name} is missing" in message
+    assert "download_model.py 124M" in message
+
+
+def test_truncated_data_file_is_caught_before_tensorflow_reads_it(model_dir):
+    data = os.path.join(model_dir, checkpoint.DATA)
+    size = os.path.getsize(data)
+    os.truncate(data, size - 100)
+    message = load_error(model_dir)
+    assert f"{data} is {size - 100:,} bytes but hparams.json implies {size:,}" in message
+
+
+def test_flipped_byte_in_data_file_names_the_file(model_dir):
+    data = os.path.join(model_dir, checkpoint.DATA)
+    flip(data, os.path.getsize(data) // 2)
+    message = load_error(model_dir)
+    assert message.startswith(f"{data}: variable model/")
+    assert "is corrupt" in message and "download_model.py 124M" in message
+
+
+def flip(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ 0x40]))
+
+
+@pytest.mark.parametrize("damage", ["flip-early", "flip-footer", "truncate", "garbage"])
+def test_damaged_index_is_a_clear_error_in_a_fresh_process(model_dir, damage):
+    # A corrupt index can make TensorFlow abort the whole process, so load in a child.
+    index = os.path.join(model_dir, checkpoint.INDEX)
+    if damage == "flip-early":
+        flip(index, 10)
+    elif damage == "flip-footer":
+        flip(index, os.path.getsize(index) - 3)
+    elif damage == "truncate":
+        os.truncate(index, os.path.getsize(index) // 2)
+    else:
+        open(index, "wb").write(b"<?xml version='1.0'?><Error>BlobNotFound</Error>")
+    code = ("import checkpoint, sys\n"
+            "try:\n    checkpoint.load(sys.argv[1])\n"
+            "except ValueError as e:\n    print(e); sys.exit(1)\n")
+    result = subprocess.run([sys.executable, "-c", code, model_dir], capture_output=True,
+                            text=True, env=dict(os.environ, PYTHONPATH=SRC), timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip() == (
+        f"{index} is corrupt or not a TensorFlow checkpoint index: run `python3 "
+        f"download_model.py 124M --force` to fetch it again")
+
+
+# L3
+@pytest.mark.parametrize("state", [None, "garbage \x00\x01", 'model_checkpoint_path: "/etc/x"'])
+def test_checkpoint_state_file_is_not_needed(model_dir, tiny_weights, state):
+    path = os.path.join(model_dir, "checkpoint")
+    os.remove(path)
+    if state is not None:
+        open(path, "w").write(state)
+    _, params = checkpoint.load(model_dir)
+    np.testing.assert_array_equal(params["wte"].numpy(), tiny_weights["model/wte"])
+
+
+# L4
+def test_hparams_of_another_size_name_the_variable_and_both_shapes(model_dir):
+    json.dump(dict(TINY, n_embd=48), open(os.path.join(model_dir, "hparams.json"), "w"))
+    assert load_error(model_dir) == (
+        "variable model/wte has shape [97, 32] in the checkpoint but [97, 48] per "
+        "hparams.json: the checkpoint and hparams.json belong to different models")
+
+
+@pytest.mark.parametrize("n_layer, message", [
+    (3, "has no variable model/h2/ln_1/g, which hparams.json (n_layer=3) requires"),
+    (1, "has variables hparams.json does not describe (first: model/h1/attn/c_attn/b)"),
+])
+def test_hparams_with_another_depth_are_rejected(model_dir, n_layer, message):
+    json.dump(dict(TINY, n_layer=n_layer), open(os.path.join(model_dir, "hparams.json"), "w"))
+    assert message in load_error(model_dir)
+
+
+# L5
+def test_hparams_that_is_an_error_page_names_the_file(model_dir):
+    path = os.path.join(model_dir, "hparams.json")
+    open(path, "w").write("<html><body>403 Forbidden</body></html>")
+    message = load_error(model_dir)
+    assert message.startswith(f"{path} is not valid JSON")
+    assert message.endswith("run `python3 download_model.py 124M --force` to fetch it again")
+
+
+def test_missing_hparams_names_the_file(model_dir):
+    os.remove(os.path.join(model_dir, "hparams.json"))
+    assert load_error(model_dir).startswith(f"{model_dir}/hparams.json not found: run")
+
+
+# L6
+@pytest.mark.parametrize("change, message", [
+    (dict(n_layers=2), "unknown key(s) n_layers"),
+    (dict(n_ctx=-1), "n_ctx=-1 is out of range"),
+    (dict(n_vocab=10 ** 12), "n_vocab=1000000000000 is out of range"),
+])
+def test_unknown_keys_or_absurd_sizes_are_rejected(model_dir, change, message):
+    json.dump(dict(TINY, **change), open(os.path.join(model_dir, "hparams.json"), "w"))
+    assert message in load_error(model_dir)
+
+
+def test_hparams_json_that_is_not_an_object_is_rejected(model_dir):
+    path = os.path.join(model_dir, "hparams.json")
+    open(path, "w").write("[1, 2]")
+    assert load_error(model_dir) == f"{path}: expected a JSON object, got list"

@@ -1,0 +1,108 @@
+"""The forward pass against an independent NumPy GPT-2, and cached decoding against it."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import model
+import reference_gpt2
+from conftest import TINY
+
+ATOL = 1e-4
+
+
+def tokens(seed, n, batch=1):
+    return np.random.default_rng(seed).integers(0, TINY["n_vocab"], size=(batch, n))
+
+
+@pytest.mark.parametrize("n", [1, 7, TINY["n_ctx"]])
+def test_logits_match_reference(tiny_model, tiny_weights, n):
+    hparams, params = tiny_model
+    X = tokens(n, n, batch=2)
+    ours = model.model(params, X, hparams=hparams)["logits"].numpy()
+    assert ours.shape == (2, n, TINY["n_vocab"])
+    for row in range(2):
+        ref = reference_gpt2.logits(tiny_weights, X[row], TINY["n_head"])
+        assert np.abs(ref).max() > 1.0  # the weights are large enough to show a wrong op
+        np.testing.assert_allclose(ours[row], ref, atol=ATOL, rtol=0)
+
+
+def test_present_has_the_original_layout(tiny_model):
+    hparams, params = tiny_model
+    out = model.model(params, tokens(0, 5, batch=3), hparams=hparams)
+    assert out["present"].shape == (3, 2, 2, 4, 5, 8)
+    assert model.past_shape(hparams=hparams, batch_size=3, sequence=5) == [3, 2, 2, 4, 5, 8]
+
+
+@pytest.mark.parametrize("chunks", [[1] * 12, [3, 4, 5], [7, 1, 4]])
+def test_incremental_decoding_with_past_equals_full_pass(tiny_model, chunks):
+    hparams, params = tiny_model
+    X = tokens(11, sum(chunks), batch=2)
+    full = model.model(params, X, hparams=hparams)["logits"].numpy()
+    past, start, pieces = None, 0, []
+    for size in chunks:
+        out = model.model(params, X[:, start:start + size], hparams=hparams, past=past)
+        present = out["present"]
+        past = present if past is None else tf.concat([past, present], axis=-2)
+        pieces.append(out["logits"].numpy())
+        start += size
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("chunks", [[1] * 10, [4, 3, 3], [TINY["n_ctx"]]])
+def test_fixed_cache_decoding_equals_full_pass(tiny_model, chunks):
+    hparams, params = tiny_model
+    X = tokens(5, sum(chunks))
+    full = model.model(params, X, hparams=hparams)["logits"].numpy()
+    cache = model.empty_cache(hparams=hparams, batch_size=1, length=hparams.n_ctx)
+    start, pieces = 0, []
+    for size in chunks:
+        out = model.model(params, X[:, start:start + size], hparams=hparams, past=cache,
+                          pos=tf.constant(start))
+        cache = out["present"]
+        pieces.append(out["logits"].numpy())
+        start += size
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=ATOL, rtol=0)
+
+
+def test_fixed_cache_window_limits_what_is_attended(tiny_model):
+    hparams, params = tiny_model
+    X = tokens(3, 6)
+    full = model.model(params, X, hparams=hparams)["logits"].numpy()
+    cache = model.empty_cache(hparams=hparams, batch_size=1, length=hparams.n_ctx)
+    out = model.model(params, X, hparams=hparams, past=cache, pos=tf.constant(0), window=8)
+    np.testing.assert_allclose(out["logits"].numpy(), full, atol=ATOL, rtol=0)
+
+
+def test_hparams_from_json_reads_a_released_file(tmp_path):
+    path = tmp_path / "hparams.json"
+    path.write_text(json.dumps(dict(n_vocab=50257, n_ctx=1024, n_embd=1024, n_head=16,
+                                    n_layer=24)))
+    h = model.HParams.from_json(path)
+    assert (h.n_embd, h.n_head, h.n_layer, h.head_dim) == (1024, 16, 24, 64)
+    with pytest.raises(dataclasses_error()):
+        h.n_layer = 3
+
+
+def dataclasses_error():
+    import dataclasses
+    return dataclasses.FrozenInstanceError
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(TINY, n_embd=30), "n_embd=30 is not divisible by n_head=4"),
+    (dict(TINY, n_layer=0), "n_layer=0 is out of range"),
+    (dict(TINY, n_ctx=10 ** 9), "n_ctx=1000000000 is out of range"),
+    (dict(TINY, n_head="4"), "n_head must be an integer, got '4'"),
+    (dict(TINY, n_head=True), "n_head must be an integer"),
+    (dict(TINY, n_head=4.0), "n_head must be an integer"),
+    (dict(TINY, dropout=0.1), "unknown key(s) dropout"),
+])
+def test_hparams_rejects_invalid_values(tmp_path, values, message):
+    path = tmp_path / "hparams.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError) as e:
+        model.HParams.from_json(path)
+    assert message in str(e.value)
+    assert str(path) in str(e.value)
