@@ -10,7 +10,7 @@ What is different from the original, and why:
   GPT-2's vocabulary every entry encodes to itself (checked exhaustively in the tests).
 - Results are cached per pre-token in a bounded cache (`cache_size` entries; the oldest half is
   dropped when it is full), so memory stays flat over a long stream of distinct words.
-- Decoding joins precomputed byte strings and decodes once; `IncrementalDecoder` holds back
+- Decoding joins precomputed per-id strings and decodes once; `IncrementalDecoder` holds back
   an incomplete UTF-8 sequence instead of turning it into U+FFFD, for token-by-token streaming.
 - Files are read as UTF-8 whatever the locale, and bad files or ids raise `ValueError`s that
   say which file or id and what to do.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
-from itertools import chain, islice
+from itertools import islice
 from typing import Iterable
 
 import regex
@@ -76,7 +76,9 @@ class Encoder:
         self.cache_size = cache_size
         self.pat = regex.compile(PATTERN)
         self._to_alphabet = {b: c for b, c in self.byte_encoder.items()}  # str.translate table
-        self._id_bytes = {i: self._token_bytes(s) for i, s in self.decoder.items()}
+        # id -> its bytes as a Latin-1 str: joining str is ~3x faster than joining bytes.
+        self._id_latin1 = {i: self._token_bytes(s).decode("latin-1")
+                           for i, s in self.decoder.items()}
 
     @property
     def n_vocab(self) -> int:
@@ -97,18 +99,28 @@ class Encoder:
             best = min(ranks)
             if best == _NO_MERGE:
                 break
-            i = ranks.index(best)
-            while True:  # merge every occurrence of the best pair, left to right
+            at = [ranks.index(best)]  # every occurrence, left to right, not overlapping
+            try:
+                while True:
+                    at.append(ranks.index(best, at[-1] + 2))
+            except ValueError:
+                pass
+            if len(at) == 1:  # the common case: patch the word and two ranks in place
+                i = at[0]
                 word[i:i + 2] = [word[i] + word[i + 1]]
                 del ranks[i]
                 if i > 0:
                     ranks[i - 1] = get((word[i - 1], word[i]), _NO_MERGE)
                 if i < len(ranks):
                     ranks[i] = get((word[i], word[i + 1]), _NO_MERGE)
-                try:
-                    i = ranks.index(best, i + 1)
-                except ValueError:
-                    break
+                continue
+            merged, start = [], 0  # many occurrences (long runs): rebuild in one sweep
+            for i in at:
+                merged += word[start:i]
+                merged.append(word[i] + word[i + 1])
+                start = i + 2
+            word = merged + word[start:]
+            ranks = [get(pair, _NO_MERGE) for pair in zip(word, word[1:])]
         return word
 
     def bpe(self, token: str) -> str:
@@ -134,13 +146,17 @@ class Encoder:
         if not isinstance(text, str):
             raise TypeError(f"encode expects str, got {type(text).__name__}")
         get, miss = self.cache.get, self._encode_piece
-        return list(chain.from_iterable([get(p) or miss(p) for p in self.pat.findall(text)]))
+        ids: list[int] = []
+        extend = ids.extend
+        for piece in self.pat.findall(text):
+            extend(get(piece) or miss(piece))  # cached ids are never empty
+        return ids
 
     def decode_bytes(self, tokens: Iterable[int]) -> bytes:
         """Token ids -> the UTF-8 bytes they stand for (possibly a partial character)."""
         tokens = tokens if isinstance(tokens, (list, tuple)) else list(tokens)
         try:
-            return b"".join(map(self._id_bytes.__getitem__, tokens))
+            return "".join(map(self._id_latin1.__getitem__, tokens)).encode("latin-1")
         except (KeyError, TypeError):
             bad = next(t for t in tokens if not self._known(t))
             raise ValueError(f"token id {bad!r} is outside the vocabulary: ids are integers "
@@ -148,7 +164,7 @@ class Encoder:
 
     def _known(self, token: object) -> bool:
         try:
-            return token in self._id_bytes
+            return token in self._id_latin1
         except TypeError:  # unhashable
             return False
 

@@ -165,7 +165,8 @@ def _special(rng: random.Random) -> str:
     if kind == 0:
         return "".join(rng.choice(" \t\n\r") for _ in range(rng.randint(1, 40)))
     if kind == 1:
-        return rng.choice("a !-=\n.0xé中") * rng.randint(50, 3000)
+        length = rng.randint(500, 3000) if rng.random() < 0.1 else rng.randint(20, 200)
+        return rng.choice("a !-=\n.0xé中") * length
     if kind == 2:
         return rng.choice(["<|endoftext|>", " <|endoftext|>", "x<|endoftext|>y",
                            "<|endoftext|><|endoftext|>", "\n<|endoftext|>\n", "<|endo"])

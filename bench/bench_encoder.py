@@ -1,0 +1,107 @@
+"""Encode/decode throughput: this encoder vs the original algorithm vs tiktoken.
+
+Usage: python bench/bench_encoder.py [--size-mb 5] [--repeats 3]
+
+All three run on the same deterministic mixed corpus (tests/encoder_helpers.make_corpus:
+English, code, CJK/Arabic/Devanagari/Cyrillic and more, emoji, whitespace runs, digits).
+"cold" is the first encode by a freshly built encoder (empty cache); "warm" is the same
+encoder encoding the same text again. MB are 10**6 UTF-8 bytes of text. Prints a table and
+writes bench/results/encoder.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import regex
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "src"), os.path.join(ROOT, "tests")]
+
+import encoder  # noqa: E402
+from encoder_helpers import (  # noqa: E402
+    DATA_DIR, GPT2_PATTERN, OriginalEncoder, load_vocab, make_corpus, reference_tokenizer)
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def measure(name, build, encode, decode, text, n_bytes, repeats):
+    """Best-of-`repeats` throughput in MB/s for cold encode, warm encode and decode."""
+    cold, warm, dec = [], [], []
+    for _ in range(repeats):
+        tok = build()
+        seconds, ids = timed(encode(tok), text)
+        cold.append(seconds)
+        warm.append(timed(encode(tok), text)[0])
+    for _ in range(repeats):
+        seconds, back = timed(decode(tok), ids)
+        dec.append(seconds)
+    assert back == text, f"{name}: decode(encode(corpus)) differs from the corpus"
+    rate = lambda times: n_bytes / min(times) / 1e6  # noqa: E731
+    return {"name": name, "encode_cold": rate(cold), "encode_warm": rate(warm),
+            "decode": rate(dec), "n_tokens": len(ids)}, ids
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+
+    text = make_corpus(int(args.size_mb * 1e6), seed=args.seed)
+    n_bytes = len(text.encode("utf-8"))
+    vocab, merges = load_vocab()
+    ref = reference_tokenizer()
+
+    rows, all_ids = [], []
+    for name, build, enc, dec in [
+        ("original algorithm", lambda: OriginalEncoder(vocab, merges),
+         lambda t: t.encode, lambda t: t.decode),
+        ("this encoder", lambda: encoder.get_encoder(os.path.basename(DATA_DIR),
+                                                     os.path.dirname(DATA_DIR)),
+         lambda t: t.encode, lambda t: t.decode),
+        ("tiktoken (Rust)", lambda: ref, lambda t: t.encode_ordinary, lambda t: t.decode),
+    ]:
+        row, ids = measure(name, build, enc, dec, text, n_bytes, args.repeats)
+        rows.append(row)
+        all_ids.append(ids)
+    same = all(ids == all_ids[0] for ids in all_ids)
+
+    pattern = regex.compile(GPT2_PATTERN)
+    split = min(timed(pattern.findall, text)[0] for _ in range(args.repeats))
+
+    base = rows[0]
+    print(f"corpus: {n_bytes / 1e6:.2f} MB, {len(all_ids[0])} tokens, seed {args.seed}; "
+          f"identical ids from all three: {same}")
+    print(f"{'':20} {'encode cold':>12} {'encode warm':>12} {'decode':>10}   (MB/s; x original)")
+    for row in rows:
+        cells = [f"{row[k]:6.2f} {row[k] / base[k]:4.1f}x"
+                 for k in ("encode_cold", "encode_warm", "decode")]
+        print(f"{row['name']:20} {cells[0]:>12} {cells[1]:>12} {cells[2]:>10}")
+    print(f"regex pre-tokenizing pass alone: {n_bytes / split / 1e6:.2f} MB/s")
+
+    result = {"corpus_bytes": n_bytes, "seed": args.seed, "repeats": args.repeats,
+              "identical_ids": same, "regex_split_mb_s": n_bytes / split / 1e6,
+              "python": sys.version.split()[0], "machine": platform.machine(),
+              "cpu_count": os.cpu_count(), "rows": rows,
+              "ratios_vs_original": {row["name"]: {k: row[k] / base[k] for k in
+                                                   ("encode_cold", "encode_warm", "decode")}
+                                     for row in rows}}
+    out_dir = os.path.join(ROOT, "bench", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "encoder.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    if not same:
+        sys.exit("the three tokenizers disagree on the corpus")
+
+
+if __name__ == "__main__":
+    main()
