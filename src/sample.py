@@ -1,0 +1,212 @@
+"""Sampling from GPT-2: logit filters, a token-picking strategy, and the generation loop.
+
+Three layers, each usable alone: `top_k_logits`/`top_p_logits`/`pick` choose a token from
+logits; `step` runs the model on new tokens against a preallocated key/value cache that is
+updated in place; `sample_sequence` (one compiled loop) and `stream_sequence` (a Python
+generator, one compiled `step` per token) drive them. Shapes are dynamic in the traced
+functions, so a new prompt length or sample length reuses the same trace.
+"""
+from __future__ import annotations
+
+import random
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+import model
+from model import HParams
+
+
+def top_k_logits(logits: tf.Tensor, k: int) -> tf.Tensor:
+    """Keeps the k largest logits of each row ([batch, n_vocab]); k == 0 keeps all."""
+    if k == 0:
+        return logits
+    _, indices = tf.math.top_k(logits, k=k)  # [batch, k]
+    keep = tf.reduce_any(tf.one_hot(indices, tf.shape(logits)[-1], on_value=True,
+                                    off_value=False, dtype=tf.bool), axis=1)  # [batch, n_vocab]
+    return tf.where(keep, logits, tf.cast(-np.inf, logits.dtype))  # exactly k survive
+
+
+def top_p_logits(logits: tf.Tensor, p: float) -> tf.Tensor:
+    """Keeps, per row, the most likely tokens whose probabilities first reach p (the token
+    that crosses p included); p >= 1 keeps all."""
+    if p >= 1:
+        return logits
+    ordered = tf.sort(logits, direction="DESCENDING", axis=-1)  # [batch, n_vocab]
+    before = tf.cumsum(tf.nn.softmax(ordered, axis=-1), axis=-1, exclusive=True)
+    # The mass strictly before a token is < p for exactly the kept set; the top token
+    # always stays. The smallest kept logit is each row's threshold.
+    kept = tf.logical_or(before < p, tf.range(tf.shape(ordered)[-1]) == 0)
+    threshold = tf.reduce_min(tf.where(kept, ordered, tf.cast(np.inf, ordered.dtype)),
+                              axis=-1, keepdims=True)  # [batch, 1]
+    return tf.where(logits < threshold, tf.cast(-np.inf, logits.dtype), logits)
+
+
+def pick(logits: tf.Tensor, seed: tf.Tensor, *, temperature: float, top_k: int,
+         top_p: float) -> tf.Tensor:
+    """One token per row of logits [batch, n_vocab]: greedy at temperature 0, else a draw
+    from the filtered, tempered distribution. `seed` is a stateless seed [2]."""
+    logits = tf.cast(logits, tf.float32)
+    if temperature == 0:
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)  # [batch]
+    logits = logits / temperature
+    if top_k:
+        # Draw among the k best only: a top_k and a tiny categorical, no full sort.
+        values, indices = tf.math.top_k(logits, k=top_k)  # [batch, k]
+        values = top_p_logits(values, top_p)
+        choice = tf.random.stateless_categorical(values, 1, seed=seed, dtype=tf.int32)
+        return tf.gather(indices, choice[:, 0], batch_dims=1)  # [batch]
+    logits = top_p_logits(logits, top_p)
+    return tf.random.stateless_categorical(logits, 1, seed=seed, dtype=tf.int32)[:, 0]
+
+
+def step(params, hparams: HParams, tokens, cache, pos):
+    """Runs `tokens` [batch, seq] at positions pos.. against the fixed-size cache; returns
+    the last position's logits [batch, n_vocab] and the updated cache."""
+    seq = tf.shape(tokens)[1]
+    out = model.model(params, tokens, hparams=hparams, past=cache, pos=pos,
+                      window=pos + seq)
+    return out["logits"][:, -1], out["present"]
+
+
+class Sampler:
+    """Compiled prefill, token step and whole loop for one model and one strategy.
+
+    Traced once per strategy (temperature, top_k, top_p) and reused for every prompt,
+    length and batch size.
+    """
+
+    def __init__(self, params, hparams: HParams, *, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, step_fn=step):
+        # `step_fn` has `step`'s signature; tests pass a fake that needs no weights.
+        self.params, self.hparams, self.step_fn = params, hparams, step_fn
+        self.choose = lambda logits, seed: pick(logits, seed, temperature=temperature,
+                                                top_k=top_k, top_p=top_p)
+        ids = tf.TensorSpec([None, None], tf.int32)
+        seed = tf.TensorSpec([2], tf.int32)
+        scalar = tf.TensorSpec([], tf.int32)
+        self.prefill = tf.function(self._prefill, input_signature=[ids, scalar, seed])
+        h = hparams
+        self.dtype = params["wte"].dtype
+        cache = [tf.TensorSpec([None, 2, h.n_head, None, h.head_dim], self.dtype)
+                 ] * h.n_layer
+        self.next = tf.function(self._next, input_signature=[
+            tf.TensorSpec([None], tf.int32), cache, scalar, seed, scalar])
+        self.loop = tf.function(self._loop, input_signature=[ids, scalar, seed, scalar])
+
+    def _prefill(self, context, capacity, seed):
+        """Fills a cache of `capacity` positions with the context; picks token 0."""
+        batch = tf.shape(context)[0]
+        cache = model.empty_cache(hparams=self.hparams, batch_size=batch, length=capacity,
+                                  dtype=self.dtype)
+        logits, cache = self.step_fn(self.params, self.hparams, context, cache, 0)
+        return self.choose(logits, seed_at(seed, 0)), cache
+
+    def _next(self, token, cache, pos, seed, index):
+        """Feeds the previous token [batch] at `pos` and picks draw number `index`."""
+        logits, cache = self.step_fn(self.params, self.hparams, token[:, None], cache, pos)
+        return self.choose(logits, seed_at(seed, index)), cache
+
+    def _loop(self, context, length, seed, stop_token):
+        """`length` tokens [batch, <= length]; ends early once every row has produced
+        `stop_token` (pass -1 to never stop)."""
+        n = tf.shape(context)[1]
+        token, cache = self._prefill(context, n + length, seed)
+        out = tf.TensorArray(tf.int32, size=length, element_shape=context.shape[:1])
+        out = out.write(0, token)
+        done = tf.equal(token, stop_token)
+
+        def more(i, token, cache, out, done):
+            return tf.logical_and(i < length, tf.logical_not(tf.reduce_all(done)))
+
+        def body(i, token, cache, out, done):
+            token, cache = self._next(token, cache, n + i - 1, seed, i)
+            return i + 1, token, cache, out.write(i, token), done | tf.equal(token, stop_token)
+
+        i, _, _, out, _ = tf.while_loop(more, body, (tf.constant(1), token, cache, out, done))
+        return tf.transpose(out.gather(tf.range(i)))  # [batch, i]
+
+
+def seed_at(seed: tf.Tensor, index) -> tf.Tensor:
+    """The stateless seed of draw number `index`: reproducible, independent per draw."""
+    return tf.random.experimental.stateless_fold_in(seed, index)
+
+
+def new_seed(seed: int | None) -> tf.Tensor:
+    """A stateless seed [2] from a user's integer seed, or a fresh one for None."""
+    value = random.SystemRandom().getrandbits(62) if seed is None else int(seed)
+    return tf.constant([value & 0x7FFFFFFF, (value >> 31) & 0x7FFFFFFF], tf.int32)
+
+
+def check_lengths(*, hparams: HParams, n_context: int, length: int) -> None:
+    """Prompt + length must fit in the n_ctx positions of `wpe`."""
+    if n_context + length > hparams.n_ctx:
+        fits = hparams.n_ctx - n_context
+        remedy = (f"use --length {fits} or less" if fits > 0 else
+                  "shorten the prompt")
+        raise ValueError(f"prompt of {n_context} tokens + length {length} = "
+                         f"{n_context + length} exceeds the model's context of "
+                         f"{hparams.n_ctx} tokens: {remedy}")
+
+
+def context_array(*, start_token, batch_size, context) -> np.ndarray:
+    """The original's two ways to start: a start token, or a context of token ids."""
+    if (start_token is None) == (context is None):
+        raise ValueError("specify exactly one of start_token and context")
+    if context is None:
+        return np.full([batch_size or 1, 1], start_token, np.int32)
+    context = np.asarray(context, np.int32)
+    if context.ndim == 1:
+        context = np.tile(context[None], [batch_size or 1, 1])
+    if context.ndim != 2 or context.shape[1] == 0:
+        raise ValueError("context must be a non-empty list of token ids (or [batch, n])")
+    if batch_size is not None and context.shape[0] != batch_size:
+        raise ValueError(f"context has {context.shape[0]} rows but batch_size={batch_size}")
+    return context
+
+
+def sample_sequence(*, params, hparams: HParams, length: int, start_token=None,
+                    batch_size=None, context=None, temperature=1, top_k=0, top_p=1,
+                    seed=None, stop_token=None, sampler: Sampler | None = None) -> np.ndarray:
+    """The original's entry point: context (or start token) followed by up to `length`
+    sampled tokens, as an array [batch, n_context + n_new]. With `stop_token`, generation
+    ends once every row has produced it."""
+    context = context_array(start_token=start_token, batch_size=batch_size, context=context)
+    sampler = sampler or Sampler(params, hparams, **strategy(
+        hparams=hparams, temperature=temperature, top_k=top_k, top_p=top_p))
+    check_lengths(hparams=hparams, n_context=context.shape[1], length=int(length))
+    if int(length) < 1:
+        raise ValueError(f"length must be at least 1, got {length}")
+    stop = -1 if stop_token is None else int(stop_token)
+    new = sampler.loop(tf.constant(context), tf.constant(int(length)), new_seed(seed),
+                       tf.constant(stop))
+    return np.concatenate([context, new.numpy()], axis=1)
+
+
+def stream_sequence(sampler: Sampler, context: np.ndarray, *, length: int,
+                    seed=None) -> Iterator[np.ndarray]:
+    """Yields each new token batch [batch] as soon as it is drawn; same draws as the
+    compiled loop for the same seed."""
+    context = np.asarray(context, np.int32)
+    check_lengths(hparams=sampler.hparams, n_context=context.shape[1], length=int(length))
+    seed = new_seed(seed)
+    n = context.shape[1]
+    token, cache = sampler.prefill(tf.constant(context), tf.constant(n + int(length)), seed)
+    yield token.numpy()
+    for i in range(1, int(length)):
+        token, cache = sampler.next(token, cache, tf.constant(n + i - 1), seed, tf.constant(i))
+        yield token.numpy()
+
+
+def strategy(*, hparams: HParams, temperature=1, top_k=0, top_p=1) -> dict:
+    """Validated, typed sampling options; `ValueError` names the bad value and the fix."""
+    temperature, top_k, top_p = float(temperature), top_k, float(top_p)
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"top_k must be a whole number >= 0 (0 disables it), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 disables it), got {top_p}")
+    return dict(temperature=temperature, top_k=min(int(top_k), hparams.n_vocab),
+                top_p=top_p)
