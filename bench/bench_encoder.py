@@ -32,21 +32,24 @@ def timed(fn, *args):
     return time.perf_counter() - start, out
 
 
-def measure(name, build, encode, decode, text, n_bytes, repeats):
-    """Best-of-`repeats` throughput in MB/s for cold encode, warm encode and decode."""
-    cold, warm, dec = [], [], []
+def measure(tokenizers, text, repeats):
+    """Best-of-`repeats` seconds for cold encode, warm encode and decode, per tokenizer.
+
+    The rounds interleave the tokenizers, so load from other processes on a shared machine
+    falls on all of them alike.
+    """
+    times = {name: {"encode_cold": [], "encode_warm": [], "decode": []} for name in tokenizers}
+    ids = {}
     for _ in range(repeats):
-        tok = build()
-        seconds, ids = timed(encode(tok), text)
-        cold.append(seconds)
-        warm.append(timed(encode(tok), text)[0])
-    for _ in range(repeats):
-        seconds, back = timed(decode(tok), ids)
-        dec.append(seconds)
-    assert back == text, f"{name}: decode(encode(corpus)) differs from the corpus"
-    rate = lambda times: n_bytes / min(times) / 1e6  # noqa: E731
-    return {"name": name, "encode_cold": rate(cold), "encode_warm": rate(warm),
-            "decode": rate(dec), "n_tokens": len(ids)}, ids
+        for name, (build, encode, decode) in tokenizers.items():
+            tok = build()
+            seconds, ids[name] = timed(encode(tok), text)
+            times[name]["encode_cold"].append(seconds)
+            times[name]["encode_warm"].append(timed(encode(tok), text)[0])
+            seconds, back = timed(decode(tok), ids[name])
+            times[name]["decode"].append(seconds)
+            assert back == text, f"{name}: decode(encode(corpus)) differs from the corpus"
+    return {name: {k: min(v) for k, v in t.items()} for name, t in times.items()}, ids
 
 
 def main():
@@ -61,19 +64,19 @@ def main():
     vocab, merges = load_vocab()
     ref = reference_tokenizer()
 
-    rows, all_ids = [], []
-    for name, build, enc, dec in [
-        ("original algorithm", lambda: OriginalEncoder(vocab, merges),
-         lambda t: t.encode, lambda t: t.decode),
-        ("this encoder", lambda: encoder.get_encoder(os.path.basename(DATA_DIR),
+    tokenizers = {
+        "original algorithm": (lambda: OriginalEncoder(vocab, merges),
+                               lambda t: t.encode, lambda t: t.decode),
+        "this encoder": (lambda: encoder.get_encoder(os.path.basename(DATA_DIR),
                                                      os.path.dirname(DATA_DIR)),
-         lambda t: t.encode, lambda t: t.decode),
-        ("tiktoken (Rust)", lambda: ref, lambda t: t.encode_ordinary, lambda t: t.decode),
-    ]:
-        row, ids = measure(name, build, enc, dec, text, n_bytes, args.repeats)
-        rows.append(row)
-        all_ids.append(ids)
-    same = all(ids == all_ids[0] for ids in all_ids)
+                         lambda t: t.encode, lambda t: t.decode),
+        "tiktoken (Rust)": (lambda: ref, lambda t: t.encode_ordinary, lambda t: t.decode),
+    }
+    seconds, ids = measure(tokenizers, text, args.repeats)
+    rows = [{"name": name, **{k: n_bytes / v / 1e6 for k, v in t.items()},
+             "n_tokens": len(ids[name])} for name, t in seconds.items()]
+    all_ids = list(ids.values())
+    same = all(i == all_ids[0] for i in all_ids)
 
     pattern = regex.compile(GPT2_PATTERN)
     split = min(timed(pattern.findall, text)[0] for _ in range(args.repeats))

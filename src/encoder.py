@@ -75,7 +75,6 @@ class Encoder:
         self.cache: dict[str, tuple[int, ...]] = {}
         self.cache_size = cache_size
         self.pat = regex.compile(PATTERN)
-        self._to_alphabet = {b: c for b, c in self.byte_encoder.items()}  # str.translate table
         # id -> its bytes as a Latin-1 str: joining str is ~3x faster than joining bytes.
         self._id_latin1 = {i: self._token_bytes(s).decode("latin-1")
                            for i, s in self.decoder.items()}
@@ -128,7 +127,7 @@ class Encoder:
         return " ".join(self._merge(list(token)))
 
     def _encode_piece(self, piece: str) -> tuple[int, ...]:
-        word = piece.encode("utf-8").decode("latin-1").translate(self._to_alphabet)
+        word = piece.encode("utf-8").decode("latin-1").translate(self.byte_encoder)
         whole = self.encoder.get(word)
         if whole is not None:
             ids: tuple[int, ...] = (whole,)
