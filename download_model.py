@@ -255,6 +255,8 @@ def _attempt(url: str, part: str, name: str, pin: Pin, meta: dict, manifest: Man
             raise _Retry("the server cannot serve the rest of the partial file", restart=True)
         if status not in (200, 206):
             raise DownloadError(f"HTTP {status} for {url}: check the model name and --base_url")
+        # Asked for identity; a server that gzips anyway is decoded, so the disk holds the file's
+        # bytes (which a later Range request for the rest continues correctly).
         encoded = r.headers.get("Content-Encoding", "identity").strip().lower() not in ("identity", "")
         length = None if encoded else _int_header(r, "Content-Length")  # bytes in this body
         if status == 206:
@@ -307,10 +309,8 @@ def _attempt(url: str, part: str, name: str, pin: Pin, meta: dict, manifest: Man
                                 f"choose another --models_dir, then run again to resume") from None
         finally:
             bar.close()
-        if encoded:  # a decoded body cannot be resumed with byte ranges of the encoded one
-            meta["etag"] = meta["last_modified"] = None
         if expected is not None and offset + written < expected:  # counted: urllib3 may not
-            raise _Retry(f"connection closed after {offset + written:,} of {expected or '?'} bytes")
+            raise _Retry(f"connection closed after {offset + written:,} of {expected:,} bytes")
 
 
 def _download(url: str, part: str, name: str, pin: Pin, manifest: Manifest, opts: _Options) -> None:
