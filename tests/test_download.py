@@ -185,6 +185,12 @@ def test_several_models_and_old_names(run, server, monkeypatch):
     assert not (run.dir / "117M").exists()
 
 
+def test_default_base_url_is_the_original():
+    assert dm._parser().parse_args(["124M"]).base_url == "https://openaipublic.blob.core.windows.net/gpt-2/models"
+    assert dm.FILENAMES == ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
+                            "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
+
+
 def test_base_url_from_environment(tmp_path, server, monkeypatch, capsys):
     monkeypatch.setenv("GPT2_BASE_URL", server.url + "/models")
     monkeypatch.chdir(tmp_path)
