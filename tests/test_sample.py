@@ -1,0 +1,200 @@
+"""The sampler: logit filters, picking, the compiled loop and streaming, with a fake step
+function (no weights) and, for greedy decoding, the tiny model against the reference."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import reference_gpt2
+import sample
+from conftest import TINY
+from model import HParams
+
+V = 10
+FAKE = HParams(n_vocab=V, n_ctx=64, n_embd=2, n_head=1, n_layer=1)
+FAKE_PARAMS = {"wte": tf.zeros([V, 2])}
+
+
+def prefers_next(params, hparams, tokens, cache, pos):
+    """A step that always prefers last + 1 (mod V), strongly but not absolutely."""
+    return 5.0 * tf.one_hot((tokens[:, -1] + 1) % V, V), cache
+
+
+def fake_sampler(**options):
+    return sample.Sampler(FAKE_PARAMS, FAKE, step_fn=prefers_next, **options)
+
+
+def rows(batch, seed=0):
+    return tf.constant(np.random.default_rng(seed).normal(0, 2, (batch, 50)), tf.float32)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("k", [1, 3, 50])
+def test_top_k_keeps_exactly_the_k_largest_per_row(batch, k):
+    logits = rows(batch, seed=k)
+    kept = np.isfinite(sample.top_k_logits(logits, k).numpy())
+    for row, mask in zip(logits.numpy(), kept):
+        assert mask.sum() == k
+        assert set(np.flatnonzero(mask)) == set(np.argsort(-row)[:k])
+
+
+def test_top_k_zero_and_top_p_one_are_no_ops():
+    logits = rows(3)
+    assert sample.top_k_logits(logits, 0) is logits
+    assert sample.top_p_logits(logits, 1.0) is logits
+
+
+def smallest_set_reaching(row, p):
+    """Brute force: grow the set in order of probability until its mass reaches p."""
+    probs = np.exp(row - row.max())
+    probs /= probs.sum()
+    chosen, mass = set(), 0.0
+    for token in np.argsort(-probs):
+        chosen.add(int(token))
+        mass += probs[token]
+        if mass >= p:
+            return chosen
+    return chosen
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.9, 0.999])
+def test_top_p_keeps_the_smallest_set_reaching_p_in_every_row(batch, p):
+    logits = rows(batch, seed=int(p * 1000))
+    kept = np.isfinite(sample.top_p_logits(logits, p).numpy())
+    for row, mask in zip(logits.numpy(), kept):
+        assert set(np.flatnonzero(mask)) == smallest_set_reaching(row, p)
+
+
+def test_greedy_equals_top_k_1_equals_argmax():
+    logits = rows(6)
+    seed = sample.new_seed(1)
+    greedy = sample.pick(logits, seed, temperature=0.0, top_k=0, top_p=1.0).numpy()
+    top1 = sample.pick(logits, seed, temperature=1.0, top_k=1, top_p=1.0).numpy()
+    np.testing.assert_array_equal(greedy, np.argmax(logits.numpy(), -1))
+    np.testing.assert_array_equal(top1, greedy)
+
+
+# Critical values of the chi-square distribution at significance 0.001 (standard tables).
+CHI2_001 = {2: 13.816, 3: 16.266, 4: 18.467}
+
+
+@pytest.mark.parametrize("options, support", [
+    (dict(temperature=1.0, top_k=4, top_p=1.0), 4),
+    (dict(temperature=0.7, top_k=0, top_p=0.8), None),
+    (dict(temperature=1.3, top_k=5, top_p=0.9), None),
+])
+def test_draws_follow_the_filtered_distribution(options, support):
+    base = np.array([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0], np.float32)
+    n = 40000
+    logits = tf.constant(np.tile(base, (n, 1)))
+    draws = sample.pick(logits, sample.new_seed(7), **options).numpy()
+    # The expected distribution, computed independently in NumPy.
+    scaled = base / options["temperature"]
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs)
+    keep = order[:options["top_k"]] if options["top_k"] else order
+    # As in the original, top-p applies to the distribution top-k left (renormalised).
+    within = probs[keep] / probs[keep].sum()
+    keep = keep[np.cumsum(within) - within < options["top_p"]]
+    expected = np.zeros_like(probs)
+    expected[keep] = probs[keep] / probs[keep].sum()
+    if support:
+        assert len(keep) == support
+    counts = np.bincount(draws, minlength=len(base))
+    assert counts[expected == 0].sum() == 0  # filtered tokens are never drawn
+    observed, wanted = counts[keep], n * expected[keep]
+    chi2 = ((observed - wanted) ** 2 / wanted).sum()
+    assert chi2 < CHI2_001[len(keep) - 1], (counts, wanted)
+
+
+def test_fake_step_greedy_loop_counts_up():
+    out = sample.sample_sequence(params=FAKE_PARAMS, hparams=FAKE, length=12,
+                                 context=[[3], [8]], temperature=0, sampler=fake_sampler(
+                                     temperature=0))
+    np.testing.assert_array_equal(out[0], [(3 + i) % V for i in range(13)])
+    np.testing.assert_array_equal(out[1], [(8 + i) % V for i in range(13)])
+
+
+def test_stop_token_ends_once_every_row_has_produced_it():
+    sampler = fake_sampler(temperature=0)
+    out = sample.sample_sequence(params=FAKE_PARAMS, hparams=FAKE, length=20,
+                                 context=[[1], [5]], stop_token=7, sampler=sampler)
+    # Row 0 reaches 7 after 6 tokens, row 1 after 2: the loop runs until both have.
+    assert out.shape == (2, 1 + 6)
+    assert out[0, -1] == 7 and 7 in out[1]
+
+
+def test_same_seed_reproduces_and_another_seed_differs():
+    sampler = fake_sampler(temperature=3.0)
+
+    def run(seed):
+        return sample.sample_sequence(params=FAKE_PARAMS, hparams=FAKE, length=40,
+                                      context=[[0]] * 4, seed=seed, sampler=sampler)
+    first, again, other = run(123), run(123), run(124)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_streaming_yields_the_same_draws_as_the_loop():
+    sampler = fake_sampler(temperature=2.0, top_k=3)
+    context = np.array([[2, 3], [4, 4], [9, 1]], np.int32)
+    whole = sample.sample_sequence(params=FAKE_PARAMS, hparams=FAKE, length=15,
+                                   context=context, seed=5, sampler=sampler)
+    streamed = list(sample.stream_sequence(sampler, context, length=15, seed=5))
+    assert len(streamed) == 15
+    np.testing.assert_array_equal(np.stack(streamed, axis=1), whole[:, 2:])
+
+
+def test_one_trace_serves_every_prompt_length_length_and_batch():
+    sampler = fake_sampler(temperature=1.0)
+    for batch, n, length in [(1, 1, 5), (2, 7, 3), (3, 30, 34), (1, 63, 1)]:
+        out = sample.sample_sequence(params=FAKE_PARAMS, hparams=FAKE, length=length,
+                                     context=np.zeros([batch, n], np.int32), sampler=sampler)
+        assert out.shape == (batch, n + length)
+    assert sampler.loop.experimental_get_tracing_count() == 1
+
+
+def test_prompt_plus_length_equal_to_n_ctx_fits_and_one_more_does_not():
+    sampler = fake_sampler(temperature=0)
+    out = sample.sample_sequence(params=FAKE_PARAMS, hparams=FAKE, length=60,
+                                 context=[[1, 2, 3, 4]], sampler=sampler)
+    assert out.shape == (1, 64)
+    with pytest.raises(ValueError) as e:
+        sample.sample_sequence(params=FAKE_PARAMS, hparams=FAKE, length=61,
+                               context=[[1, 2, 3, 4]], sampler=sampler)
+    assert str(e.value) == ("prompt of 4 tokens + length 61 = 65 exceeds the model's context "
+                            "of 64 tokens: use --length 60 or less")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(temperature=-0.1), "temperature must be >= 0 (0 is greedy), got -0.1"),
+    (dict(top_k=-1), "top_k must be a whole number >= 0 (0 disables it), got -1"),
+    (dict(top_k=2.5), "top_k must be a whole number >= 0"),
+    (dict(top_p=0), "top_p must be in (0, 1] (1 disables it), got 0.0"),
+    (dict(top_p=1.5), "top_p must be in (0, 1]"),
+])
+def test_strategy_rejects_bad_options_with_the_remedy(options, message):
+    with pytest.raises(ValueError) as e:
+        sample.strategy(hparams=FAKE, **options)
+    assert message in str(e.value)
+
+
+def test_strategy_clamps_top_k_to_the_vocabulary_and_casts_types():
+    assert sample.strategy(hparams=FAKE, temperature=1, top_k=10 ** 6, top_p=1) == dict(
+        temperature=1.0, top_k=V, top_p=1.0)
+
+
+def test_length_below_one_is_rejected():
+    with pytest.raises(ValueError, match="length must be at least 1, got 0"):
+        sample.sample_sequence(params=FAKE_PARAMS, hparams=FAKE, length=0, context=[[1]],
+                               sampler=fake_sampler())
+
+
+def test_greedy_on_the_tiny_model_matches_the_reference(tiny_model, tiny_weights):
+    hparams, params = tiny_model
+    context = [5, 17, 3]
+    out = sample.sample_sequence(params=params, hparams=hparams, length=20, context=context,
+                                 temperature=1, top_k=1)
+    assert out[0, 3:].tolist() == reference_gpt2.greedy(tiny_weights, context,
+                                                         TINY["n_head"], 20)
