@@ -76,26 +76,31 @@ def shell_tokens(command: str) -> list[str]:
 
 
 def script_flags(path: str) -> set[str]:
-    """The `--flags` a script accepts, read from its source without running it: the options of
-    an argparse parser, or the parameters of the function handed to fire.Fire (which Fire takes
-    as --name and --name-with-hyphens)."""
+    """The `--flags` a script accepts, read from its source without running it (which would
+    cost a TensorFlow start-up): the options of an argparse parser, or the parameters of the
+    function that the script hands to Fire, directly (`fire.Fire(main)`) or through a helper
+    whose name says fire (`samples_io.fire_main(main, argv)`). Fire takes a parameter as
+    --name, --name-with-hyphens and, to set it False, --noname."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), filename=path)
-    functions = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
-    flags = set()
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    flags, fired = set(), False
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        if not isinstance(node, ast.Call):
             continue
-        if node.func.attr == "add_argument":
+        callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if callee == "add_argument":
             flags |= {a.value for a in node.args
                       if isinstance(a, ast.Constant) and str(a.value).startswith("--")}
-        elif node.func.attr == "Fire" and node.args:
+        elif "fire" in callee.lower() and node.args:
+            fired = True
             target = node.args[0]
-            assert isinstance(target, ast.Name) and target.id in functions, \
-                f"{path}: cannot tell which function fire.Fire runs"
+            if not (isinstance(target, ast.Name) and target.id in functions):
+                continue  # fire_main(component, argv) inside the helper itself
             args = functions[target.id].args
             for a in args.posonlyargs + args.args + args.kwonlyargs:
-                flags |= {f"--{a.arg}", f"--{a.arg.replace('_', '-')}"}
+                flags |= {f"--{a.arg}", f"--{a.arg.replace('_', '-')}", f"--no{a.arg}"}
+    assert flags or not fired, f"{path}: cannot tell which function it hands to Fire"
     flags.add("--help")
     return flags
 
@@ -196,6 +201,16 @@ def test_install_keeps_the_image_tensorflow(name, tmp_path):
     assert "tf.__version__" in run and "exit 1" in run  # the build fails on a mismatch
 
 
+def test_developers_guide_names_the_pinned_images():
+    """The Docker section of DEVELOPERS.md names the base images; they must follow the pin."""
+    text = read("DEVELOPERS.md")
+    assert "\n## Docker\n" in text, "DEVELOPERS.md has no Docker section"
+    section = text[text.index("\n## Docker\n"):]
+    tags = re.findall(r"tensorflow/tensorflow:([0-9][\w.]*?)(-gpu)?`", section)
+    assert sorted(set(tags)) == [(pinned_tensorflow(), ""), (pinned_tensorflow(), "-gpu")]
+    assert "Not built in CI" in section
+
+
 # --- the scripts and flags the Dockerfiles run -----------------------------------------------------
 
 @pytest.mark.parametrize("name", DOCKERFILES.values())
@@ -214,8 +229,13 @@ def test_script_flags_reads_argparse_and_fire(tmp_path):
     fire_script = tmp_path / "f.py"
     fire_script.write_text("import fire\ndef main(model_name='124M', *, top_k=0):\n    pass\n"
                            "if __name__ == '__main__':\n    fire.Fire(main)\n")
-    assert script_flags(str(fire_script)) == {"--model_name", "--model-name", "--top_k", "--top-k",
-                                              "--help"}
+    assert script_flags(str(fire_script)) == {"--model_name", "--model-name", "--nomodel_name",
+                                              "--top_k", "--top-k", "--notop_k", "--help"}
+    helper_script = tmp_path / "h.py"
+    helper_script.write_text("import helpers\ndef sample(length=None, *, stream=None):\n    pass\n"
+                             "def main(argv=None):\n    return helpers.fire_main(sample, argv)\n")
+    assert {"--length", "--stream", "--nostream"} <= script_flags(str(helper_script))
+    assert "--main" not in script_flags(str(helper_script))
     assert {"--models_dir", "--force", "--base_url", "--retries", "--timeout"} <= \
         script_flags(os.path.join(ROOT, "download_model.py"))
     assert python_invocations(shell_tokens("echo x | xargs python3 a.py --n 1 --k=2 && ls --all")) \

@@ -1,0 +1,332 @@
+"""Every shell command in README.md and DEVELOPERS.md either runs, or is listed in NOT_RUN
+below with the reason it cannot run here.
+
+The blocks are found when the tests are collected, so a block added to the docs later is run
+too; a command that can neither run nor is listed fails, and so does an entry of NOT_RUN that
+no longer matches a command. Commands run offline in a sandbox: a temp folder with links to
+the repository's files, `python`, `python3` and `.venv/bin/python` all running this
+interpreter, and `models/<name>/` holding a tiny random checkpoint in the released layout with
+the real vocabulary (the same tiny model under each of the four names). Each block runs as one
+bash script with `set -eo pipefail`; its standard input is a one-line prompt, so an interactive
+command gets a prompt and then end of input.
+"""
+import concurrent.futures
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from test_docker import ROOT, check_invocations, instructions, shell_tokens
+
+DOCS = ("README.md", "DEVELOPERS.md")
+SHELL_LANGUAGES = {"bash", "sh", "shell", "console", "zsh"}
+TIMEOUT = 60  # seconds per block; a tiny model samples in well under that
+PROMPT = "Hello, my name is\n"
+TINY_HPARAMS = dict(n_vocab=50257, n_ctx=64, n_embd=16, n_head=2, n_layer=2)
+MODEL_NAMES = ("124M", "355M", "774M", "1558M")
+OFFLINE = "http://127.0.0.1:9"  # the discard port: nothing listens, connections fail at once
+
+INTERNET = "needs the internet"
+RECURSES = "runs the test suite, this test included"
+DOCKER = "needs a Docker engine (tests/test_docker.py lints the Dockerfiles instead)"
+DOCKER_GPU = "needs a Docker engine and an NVIDIA GPU"
+
+# (document, command) -> why it is not run. The command is compared token by token, so
+# spacing, quoting and trailing comments do not matter; anything else does.
+NOT_RUN = {
+    ("README.md", "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt && "
+                  ".venv/bin/python download_model.py 124M && "
+                  ".venv/bin/python src/interactive_conditional_samples.py --model_name 124M"):
+        f"{INTERNET}: installs from PyPI and downloads the real 124M weights",
+    ("README.md", "./test.sh"): RECURSES,
+    ("DEVELOPERS.md", "python3 -m venv .venv"):
+        "would replace the sandbox's .venv (./test.sh runs the same command)",
+    ("DEVELOPERS.md", ".venv/bin/pip install -r requirements.txt"): f"{INTERNET}: installs from PyPI",
+    ("DEVELOPERS.md", "./test.sh"): RECURSES,
+    ("DEVELOPERS.md", "./test.sh -k encoder"): RECURSES,
+    ("DEVELOPERS.md", "python3 download_model.py 124M"): f"{INTERNET}: downloads the real weights",
+    ("DEVELOPERS.md", "python3 download_model.py 124M 355M --models_dir /data/gpt2"):
+        f"{INTERNET}: downloads the real weights",
+    ("DEVELOPERS.md", "GPT2_BASE_URL=http://mirror.local/gpt-2/models python3 download_model.py 1558M"):
+        f"{INTERNET}: downloads from a mirror that exists only in the example",
+    # The "## Docker" section.
+    ("DEVELOPERS.md", "docker build -f Dockerfile.cpu -t gpt-2:cpu ."): DOCKER,
+    ("DEVELOPERS.md", 'docker build -f Dockerfile.cpu --build-arg MODELS="124M 355M" -t gpt-2:cpu .'):
+        f"{DOCKER}; {INTERNET}",
+    ("DEVELOPERS.md", "docker build -f Dockerfile.cpu --build-arg MODELS= -t gpt-2:cpu-nomodels ."): DOCKER,
+    ("DEVELOPERS.md", "docker build -f Dockerfile.gpu -t gpt-2:gpu ."): DOCKER,
+    ("DEVELOPERS.md", "docker run --rm -it gpt-2:cpu"): DOCKER,
+    ("DEVELOPERS.md", "docker run --rm -it gpt-2:cpu python3 src/generate_unconditional_samples.py "
+                      "--model_name 124M --nsamples 2 --length 40 --seed 1"): DOCKER,
+    ("DEVELOPERS.md", "docker run --rm -it --gpus all gpt-2:gpu"): DOCKER_GPU,
+    ("DEVELOPERS.md", "docker run --rm -it --gpus all gpt-2:gpu python3 "
+                      "src/interactive_conditional_samples.py --model_name 124M --top_k 40"): DOCKER_GPU,
+    ("DEVELOPERS.md", "docker run --rm -v gpt2-models:/gpt-2/models gpt-2:cpu-nomodels "
+                      "python3 download_model.py 355M 774M"): f"{DOCKER}; {INTERNET}",
+    ("DEVELOPERS.md", "docker run --rm -it --gpus all -v gpt2-models:/gpt-2/models gpt-2:gpu "
+                      "python3 src/interactive_conditional_samples.py --model_name 774M"): DOCKER_GPU,
+    ("DEVELOPERS.md", 'docker run --rm -it -v "$PWD/models:/gpt-2/models:ro" gpt-2:cpu-nomodels '
+                      "python3 src/interactive_conditional_samples.py --model_name 124M"): DOCKER,
+    ("DEVELOPERS.md", 'docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/models:/gpt-2/models" '
+                      "gpt-2:cpu-nomodels python3 download_model.py 124M"): f"{DOCKER}; {INTERNET}",
+    ("DEVELOPERS.md", "docker run --rm gpt-2:cpu python3 src/generate_unconditional_samples.py --help"):
+        DOCKER,
+}
+
+
+def canonical(command: str) -> str:
+    return " ".join(shell_tokens(command))
+
+
+NOT_RUN_CANONICAL = {(doc, canonical(command)): reason for (doc, command), reason in NOT_RUN.items()}
+
+
+@dataclass(frozen=True)
+class Block:
+    doc: str
+    line: int  # of the opening fence, 1-based
+    language: str
+    text: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.doc}:{self.line}"
+
+    def commands(self) -> list[str]:
+        """Logical command lines: continuation lines joined, blank and comment lines dropped."""
+        out, current = [], ""
+        for line in self.text.splitlines():
+            if line.rstrip().endswith("\\"):
+                current += line.rstrip()[:-1] + " "
+                continue
+            current += line
+            if current.strip() and not current.strip().startswith("#"):
+                out.append(current.strip())
+            current = ""
+        if current.strip():
+            out.append(current.strip())
+        return out
+
+    def skipped(self) -> dict[str, str]:
+        """command -> reason, for the commands of this block that NOT_RUN lists."""
+        return {c: NOT_RUN_CANONICAL[(self.doc, canonical(c))] for c in self.commands()
+                if (self.doc, canonical(c)) in NOT_RUN_CANONICAL}
+
+    def script(self) -> str:
+        """The block as run: every command that NOT_RUN does not list, in order."""
+        skipped = self.skipped()
+        return "\n".join(c for c in self.commands() if c not in skipped)
+
+
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)")
+
+
+def fenced_blocks(doc: str) -> list[Block]:
+    with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        opening = FENCE.match(lines[i])
+        if not opening:
+            i += 1
+            continue
+        fence, language, start, body = opening.group(1), opening.group(2).lower(), i, []
+        i += 1
+        while i < len(lines) and not (lines[i].strip().startswith(fence[0] * len(fence))
+                                      and not lines[i].strip().strip(fence[0])):
+            body.append(lines[i])
+            i += 1
+        assert i < len(lines), f"{doc}:{start + 1}: a code block that never closes"
+        blocks.append(Block(doc, start + 1, language, "\n".join(body)))
+        i += 1
+    return blocks
+
+
+ALL_BLOCKS = [block for doc in DOCS for block in fenced_blocks(doc)]
+SHELL_BLOCKS = [block for block in ALL_BLOCKS if block.language in SHELL_LANGUAGES]
+
+
+# --- the sandbox --------------------------------------------------------------------------------
+
+NOT_LINKED = {".git", ".venv", "models", "bench", ".pytest_cache", ".hypothesis", "__pycache__"}
+
+
+@pytest.fixture(scope="session")
+def tiny_released_model(tmp_path_factory) -> str:
+    """A tiny random GPT-2 in the released layout: the seven files, the real vocabulary."""
+    import gpt2_fixtures as fx
+    path = str(tmp_path_factory.mktemp("docs-model") / "124M")
+    fx.write_tf1_checkpoint(path, TINY_HPARAMS, fx.random_weights(TINY_HPARAMS, seed=7))
+    fx.copy_vocabulary(path)
+    return path
+
+
+def make_sandbox(root: str, model: str) -> dict:
+    """Fills `root` as a checkout would look after the set-up commands; returns the environment."""
+    for name in os.listdir(ROOT):
+        if name not in NOT_LINKED:
+            os.symlink(os.path.join(ROOT, name), os.path.join(root, name))
+    os.makedirs(os.path.join(root, "bench"))  # a real folder, so results stay in the sandbox
+    bench = os.path.join(ROOT, "bench")
+    for name in os.listdir(bench) if os.path.isdir(bench) else []:
+        if name not in ("results", "__pycache__"):
+            os.symlink(os.path.join(bench, name), os.path.join(root, "bench", name))
+    shutil.copytree(model, os.path.join(root, "models", "124M"))
+    for name in MODEL_NAMES[1:]:
+        os.symlink("124M", os.path.join(root, "models", name))
+    wrapper = f'#!/bin/sh\nexec "{sys.executable}" "$@"\n'
+    for folder, names in (("bin", ("python", "python3")), (".venv/bin", ("python", "python3"))):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        for name in names:
+            path = os.path.join(root, folder, name)
+            with open(path, "w") as f:
+                f.write(wrapper)
+            os.chmod(path, 0o755)
+    env = dict(os.environ)
+    env.update({
+        "PATH": os.path.join(root, "bin") + os.pathsep + env.get("PATH", ""),
+        "LANG": "C.UTF-8", "FIRE_PAGER": "cat", "TF_CPP_MIN_LOG_LEVEL": "2",
+        "GPT2_BASE_URL": f"{OFFLINE}/gpt-2/models", "HTTP_PROXY": OFFLINE, "HTTPS_PROXY": OFFLINE,
+        "http_proxy": OFFLINE, "https_proxy": OFFLINE, "NO_PROXY": "", "no_proxy": "",
+        "PIP_NO_INDEX": "1",
+    })
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+@dataclass
+class Outcome:
+    returncode: int | None  # None: killed at the timeout
+    output: str
+    seconds: float
+
+
+def run_script(script: str, model: str) -> Outcome:
+    with tempfile.TemporaryDirectory(prefix="docs-") as root:
+        env = make_sandbox(root, model)
+        start = time.monotonic()
+        process = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", script], cwd=root, env=env,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            output, _ = process.communicate(PROMPT.encode(), timeout=TIMEOUT)
+            code = process.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the block's own process group
+            output, _ = process.communicate()
+            code = None
+        return Outcome(code, output.decode("utf-8", "replace"), time.monotonic() - start)
+
+
+@pytest.fixture(scope="session")
+def outcomes(request, tiny_released_model) -> dict:
+    """Runs every selected block that has something to run, two at a time."""
+    selected = [item.callspec.params["block"] for item in request.session.items
+                if getattr(item, "originalname", None) == "test_block_runs"]
+    todo = {block.id: block.script() for block in selected if block.script().strip()}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {key: pool.submit(run_script, script, tiny_released_model)
+                   for key, script in todo.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+# --- the tests ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[b.id for b in SHELL_BLOCKS])
+def test_block_runs(block, outcomes):
+    script = block.script()
+    if not script.strip():
+        reasons = sorted({r for reason in block.skipped().values() for r in reason.split("; ")})
+        pytest.skip(f"not run: {'; '.join(reasons)}")
+    outcome = outcomes[block.id]
+    tail = outcome.output[-3000:]
+    assert outcome.returncode is not None, \
+        f"{block.id} ran past {TIMEOUT} s.\n--- script ---\n{script}\n--- output ---\n{tail}"
+    assert outcome.returncode == 0, (
+        f"{block.id} exited {outcome.returncode}. Fix the command, or list it in NOT_RUN in "
+        f"tests/test_docs.py with the reason it cannot run offline on a tiny model.\n"
+        f"--- script ---\n{script}\n--- output ---\n{tail}")
+
+
+def test_docs_have_shell_blocks():
+    assert {b.doc for b in SHELL_BLOCKS} == set(DOCS)
+
+
+def test_every_code_block_says_its_language():
+    """An untagged block would escape this test; `text` marks one that is not to be run."""
+    untagged = [b.id for b in ALL_BLOCKS if not b.language]
+    assert untagged == [], "tag these blocks (bash to have them run, text if they are not commands)"
+
+
+def test_not_run_list_matches_the_docs():
+    """Every entry names a command that is in that document now: when a command changes, its
+    entry must change with it (or go, so the command runs)."""
+    present = {(b.doc, canonical(c)) for b in SHELL_BLOCKS for c in b.commands()}
+    stale = [key for key in NOT_RUN_CANONICAL if key not in present]
+    assert stale == []
+
+
+@pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[b.id for b in SHELL_BLOCKS])
+def test_block_is_valid_bash(block):
+    result = subprocess.run(["bash", "-n"], input=block.text, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def docker_problems(tokens: list[str], where: str) -> list[str]:
+    """A `docker build` must name a Dockerfile that exists and only build args it declares."""
+    if tokens[:2] != ["docker", "build"]:
+        return []
+    options = dict(zip(tokens, tokens[1:]))
+    dockerfile = options.get("-f") or options.get("--file") or "Dockerfile"
+    if not os.path.isfile(os.path.join(ROOT, dockerfile)):
+        return [f"{where}: no {dockerfile} in the repository"]
+    declared = {args.split("=")[0] for keyword, args in instructions(dockerfile) if keyword == "ARG"}
+    used = {value.split("=")[0] for option, value in zip(tokens, tokens[1:]) if option == "--build-arg"}
+    return [f"{where}: {dockerfile} declares no ARG {name}" for name in sorted(used - declared)]
+
+
+@pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[b.id for b in SHELL_BLOCKS])
+def test_commands_name_real_scripts_and_flags(block):
+    """Also for the commands that are not run: scripts exist, their flags exist, a docker build
+    names a real Dockerfile and its build args."""
+    problems = []
+    for command in block.commands():
+        tokens = shell_tokens(command)
+        problems += check_invocations(tokens, block.id) + docker_problems(tokens, block.id)
+    assert problems == []
+
+
+def test_sandbox_is_offline_with_a_tiny_released_model(tiny_released_model):
+    """The machinery under test_block_runs, on a made-up block: the interpreter is this one,
+    the four model names hold the released layout, the prompt arrives on stdin, and a download
+    fails at once instead of reaching the internet."""
+    script = "\n".join([
+        '.venv/bin/python -c "import sys; print(sys.executable)"',
+        "python3 -c \"import json; print(json.load(open('models/1558M/hparams.json'))['n_vocab'])\"",
+        "ls models/124M",
+        "head -c 17 -",
+        "! python3 download_model.py 355M --retries 0 --timeout 5",
+        "test ! -e bench/results",
+    ])
+    outcome = run_script(script, tiny_released_model)
+    assert outcome.returncode == 0, outcome.output
+    lines = outcome.output.splitlines()
+    assert lines[0] == sys.executable
+    assert lines[1] == "50257"
+    assert lines[2:9] == sorted(["checkpoint", "encoder.json", "hparams.json",
+                                 "model.ckpt.data-00000-of-00001", "model.ckpt.index",
+                                 "model.ckpt.meta", "vocab.bpe"])
+    assert "Hello, my name is" in outcome.output
+    assert "127.0.0.1" in outcome.output and outcome.seconds < 30
+
+
+def test_a_failing_block_fails(tiny_released_model):
+    outcome = run_script("true\nfalse\necho unreachable", tiny_released_model)
+    assert outcome.returncode != 0 and "unreachable" not in outcome.output
