@@ -173,32 +173,89 @@ def test_base_image_is_the_pinned_tensorflow(kind, name):
     assert froms == [f"tensorflow/tensorflow:{pinned_tensorflow()}{suffix}"]
 
 
-def install_run(name: str) -> str:
-    runs = [args for keyword, args in instructions(name)
-            if keyword == "RUN" and "pip install" in args]
-    assert len(runs) == 1, f"{name}: expected one RUN that installs requirements"
-    return runs[0]
+# A stand-in for the image's python3, for running a Dockerfile's RUN lines here: `pip list`
+# prints $STATE, `pip install` records its arguments and the requirements file it was given (and
+# with $UPGRADE set, changes numpy as a resolver might), `-c` prints $TF_VERSION as the image's
+# TensorFlow would, and a script run records its arguments.
+FAKE_PYTHON = """#!/bin/bash
+case "$*" in
+  "-m pip list --format=freeze") cat "$STATE" ;;
+  "-m pip install "*)
+    echo "pip $*" >> "$LOG"
+    for a in "$@"; do case "$a" in *.txt) cat "$a" >> "$LOG" ;; esac; done
+    if [ -n "$UPGRADE" ]; then sed -i 's/^numpy==.*/numpy==9.9.9/' "$STATE"; fi ;;
+  "-c "*) echo "$TF_VERSION" ;;
+  *) echo "python3 $*" >> "$LOG" ;;
+esac
+"""
+
+
+def run_instruction(run: str, tmp_path, **env) -> tuple[subprocess.CompletedProcess, str]:
+    """Runs a RUN line with bash -o pipefail (the files' SHELL) in a copy of the build folder,
+    with FAKE_PYTHON as python3; returns the result and what the fake recorded."""
+    work, bin_dir = tmp_path / "gpt-2", tmp_path / "bin"
+    work.mkdir()
+    bin_dir.mkdir()
+    shutil.copy(os.path.join(ROOT, "requirements.txt"), work)
+    (bin_dir / "python3").write_text(FAKE_PYTHON)
+    (bin_dir / "python3").chmod(0o755)
+    state, log = tmp_path / "packages.txt", tmp_path / "log.txt"
+    state.write_text(f"numpy==2.1.3\ntensorflow=={pinned_tensorflow()}\nrequests==2.32.3\n")
+    log.write_text("")
+    run = run.replace("/tmp/", f"{tmp_path}/")  # keep the build's scratch files in tmp_path
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", run], cwd=work, capture_output=True, text=True,
+        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STATE": str(state),
+             "LOG": str(log), "UPGRADE": "", "TF_VERSION": pinned_tensorflow(), **env})
+    return result, log.read_text()
+
+
+def shell_form(name: str, keyword: str, needle: str) -> str:
+    found = [args for k, args in instructions(name) if k == keyword and needle in args]
+    assert len(found) == 1, f"{name}: expected one {keyword} with {needle!r}"
+    return found[0]
 
 
 @pytest.mark.parametrize("name", DOCKERFILES.values())
 def test_install_keeps_the_image_tensorflow(name, tmp_path):
-    """The sed expressions the build runs, run here on the real requirements.txt: one removes the
-    tensorflow line and nothing else (so pip cannot install a second TensorFlow), the other
-    prints the pinned version that the build compares with the image's."""
-    run = install_run(name)
-    assert "-r requirements.txt" not in run, "installing the tensorflow line could replace the image's TF"
-    seds = re.findall(r"sed (-n )?('[^']*') requirements\.txt", run)
-    assert len(seds) == 2, f"{name}: expected the two sed calls on requirements.txt, got {seds}"
-    outputs = {}
-    for flag, expression in seds:
-        outputs[bool(flag)] = subprocess.run(
-            f"sed {flag}{expression} requirements.txt", shell=True, cwd=ROOT, check=True,
-            capture_output=True, text=True).stdout
-    kept = outputs[False].splitlines()
-    original = read("requirements.txt").splitlines()
-    assert [line for line in original if line not in kept] == [f"tensorflow=={pinned_tensorflow()}"]
-    assert outputs[True].strip() == pinned_tensorflow()
-    assert "tf.__version__" in run and "exit 1" in run  # the build fails on a mismatch
+    """The build's install step, run with a stand-in pip: it installs every requirement but the
+    tensorflow line (so pip cannot add a second TensorFlow beside the image's)."""
+    run = shell_form(name, "RUN", "pip install")
+    result, log = run_instruction(run, tmp_path)
+    assert result.returncode == 0, result.stderr
+    installed = [line for line in log.splitlines()[1:] if line and not line.startswith("#")]
+    wanted = [line for line in read("requirements.txt").splitlines()
+              if line and not line.startswith("#")]
+    assert log.startswith("pip -m pip install --no-cache-dir -r ")
+    assert installed == [line for line in wanted if line != f"tensorflow=={pinned_tensorflow()}"]
+    assert len(installed) == len(wanted) - 1
+
+
+@pytest.mark.parametrize("name", DOCKERFILES.values())
+def test_install_fails_when_pip_changes_the_image(name, tmp_path):
+    result, _ = run_instruction(shell_form(name, "RUN", "pip install"), tmp_path, UPGRADE="1")
+    assert result.returncode == 1
+    assert "pip changed packages of the base image: numpy==2.1.3" in result.stderr
+
+
+@pytest.mark.parametrize("name", DOCKERFILES.values())
+def test_install_fails_when_the_image_tensorflow_is_not_the_pin(name, tmp_path):
+    result, _ = run_instruction(shell_form(name, "RUN", "pip install"), tmp_path, TF_VERSION="2.20.0")
+    assert result.returncode == 1
+    assert f"base image has TensorFlow 2.20.0, requirements.txt pins {pinned_tensorflow()}" in result.stderr
+
+
+@pytest.mark.parametrize("name", DOCKERFILES.values())
+@pytest.mark.parametrize("models,expected", [
+    ("124M", "python3 download_model.py --models_dir models 124M\n"),
+    ("124M 355M", "python3 download_model.py --models_dir models 124M 355M\n"),
+    ("", ""),
+    ("  ", ""),
+])
+def test_models_build_arg_is_what_gets_downloaded(name, models, expected, tmp_path):
+    result, log = run_instruction(shell_form(name, "RUN", "download_model.py"), tmp_path,
+                                  MODELS=models)
+    assert (result.returncode, log) == (0, expected), result.stderr
 
 
 def test_developers_guide_names_the_pinned_images():
