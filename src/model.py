@@ -103,8 +103,9 @@ def conv1d(x: tf.Tensor, *, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """The checkpoint's 1x1 convolution, i.e. a dense layer; `w` is [1, nx, nf]."""
     *start, nx = shape_list(x)
     nf = w.shape[-1]
-    y = tf.matmul(tf.reshape(x, [-1, nx]), tf.reshape(w, [nx, nf])) + b  # [rows, nf]
-    return tf.reshape(y, start + [nf])
+    # MatMul + BiasAdd is what TensorFlow's graph optimizer fuses into one kernel.
+    y = tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, nx]), tf.reshape(w, [nx, nf])), b)
+    return tf.reshape(y, start + [nf])  # [..., nf]
 
 
 def split_heads(x: tf.Tensor, n_head: int) -> tf.Tensor:
@@ -119,84 +120,77 @@ def merge_heads(x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(x, start + [n_head * head_dim])  # [batch, seq, n_embd]
 
 
-def attention_mask(nd, ns, *, n_prior, dtype) -> tf.Tensor:
-    """1 where query i (at position n_prior + i) may attend key j: j <= n_prior + i.
+def attention_mask(nd, ns, *, dtype) -> tf.Tensor | None:
+    """Additive bias letting query i (the last nd of ns positions) see keys j <= i + ns - nd.
 
-    The original's `i >= j - ns + nd` is the case n_prior = ns - nd; a fixed-size cache
-    has slots past the filled ones, so the offset is given rather than derived.
+    The original multiplies by a 0/1 mask and subtracts 1e10 where it is 0; adding 0 or
+    -1e10 gives the same softmax in one op. A single query sees every key: no mask.
     """
+    if isinstance(nd, int) and nd == 1:
+        return None
     i = tf.range(nd)[:, None]
     j = tf.range(ns)[None, :]
-    return tf.cast(j <= i + n_prior, dtype)  # [nd, ns]
+    return tf.where(i >= j - ns + nd, tf.constant(0, dtype), tf.constant(-1e10, dtype))
 
 
-def multihead_attn(q, k, v, *, n_prior) -> tf.Tensor:
-    """Causal attention of q's positions n_prior.. over k/v's positions 0.."""
-    nd, ns = shape_list(q)[2], shape_list(k)[2]
+def multihead_attn(q, k, v, *, mask) -> tf.Tensor:
+    """Attention of q [batch, head, nd, head_dim] over k/v [batch, head, ns, head_dim]."""
     w = tf.matmul(q, k, transpose_b=True)  # [batch, head, nd, ns]
     w = w * tf.math.rsqrt(tf.cast(q.shape[-1], w.dtype))
-    b = attention_mask(nd, ns, n_prior=n_prior, dtype=w.dtype)  # [nd, ns]
-    w = w * b - tf.cast(1e10, w.dtype) * (1 - b)
+    if mask is not None:
+        w = w + mask  # [batch, head, nd, ns]
     w = tf.nn.softmax(w, axis=-1)
     return tf.matmul(w, v)  # [batch, head, nd, head_dim]
 
 
-def write_cache(cache: tf.Tensor, kv: tf.Tensor, pos) -> tf.Tensor:
-    """Overwrites slots [pos, pos + seq) of a fixed-size cache [batch, 2, head, T, head_dim]."""
-    b, two, h, s, d = shape_list(kv)
-    grid = tf.meshgrid(tf.range(b), tf.range(two), tf.range(h), pos + tf.range(s),
-                       indexing="ij")
-    indices = tf.stack(grid, axis=-1)  # [batch, 2, head, seq, 4]
-    return tf.tensor_scatter_nd_update(cache, indices, kv)
-
-
-def attn(x, *, c_attn, c_proj, past, hparams: HParams, pos=None, window=None):
+def attn(x, *, c_attn, c_proj, past, hparams: HParams, mask, pos=None):
     """Self-attention; returns (output [batch, seq, n_embd], present).
 
     With `pos=None` this is the original: `past` [batch, 2, head, n_past, head_dim] (or None)
     is prepended and `present` holds only the new keys/values. With `pos` given, `past` is a
-    preallocated cache [batch, 2, head, T, head_dim]: the new keys/values are written at
-    slots [pos, pos + seq), the first `window` slots (default T) are attended, and `present`
-    is the updated cache, so a sampling loop keeps static shapes.
+    preallocated cache, a `tf.Variable` [batch, 2, head, T, head_dim]: the new keys/values
+    are written in place at slots [pos, pos + seq), only the filled slots [0, pos + seq) are
+    attended, and `present` is the cache itself.
     """
     c = conv1d(x, **c_attn)  # [batch, seq, 3 * n_embd]
     q, k, v = [split_heads(t, hparams.n_head) for t in tf.split(c, 3, axis=2)]
-    kv = tf.stack([k, v], axis=1)  # [batch, 2, head, seq, head_dim]
     if pos is None:
-        present, n_prior = kv, 0
+        present = tf.stack([k, v], axis=1)  # [batch, 2, head, seq, head_dim]
         if past is not None:
             pk, pv = tf.unstack(past, axis=1)
-            n_prior = shape_list(pk)[2]
-            k = tf.concat([pk, k], axis=-2)
+            k = tf.concat([pk, k], axis=-2)  # [batch, head, n_past + seq, head_dim]
             v = tf.concat([pv, v], axis=-2)
     else:
-        present = write_cache(past, kv, pos)
-        k, v = tf.unstack(present[:, :, :, :window], axis=1)  # [batch, head, window, hd]
-        n_prior = pos
-    a = merge_heads(multihead_attn(q, k, v, n_prior=n_prior))  # [batch, seq, n_embd]
+        end = pos + shape_list(x)[1]
+        past[:, :, :, pos:end].assign(tf.stack([k, v], axis=1))
+        k = past[:, 0, :, :end]  # [batch, head, pos + seq, head_dim]
+        v = past[:, 1, :, :end]
+        present = past
+    a = merge_heads(multihead_attn(q, k, v, mask=mask))  # [batch, seq, n_embd]
     return conv1d(a, **c_proj), present
 
 
 def mlp(x, *, c_fc, c_proj) -> tf.Tensor:
-    return conv1d(gelu(conv1d(x, **c_fc)), **c_proj)  # [batch, seq, n_embd]
+    h = tf.nn.gelu(conv1d(x, **c_fc), approximate=True)  # GPT-2's tanh form of GELU
+    return conv1d(h, **c_proj)  # [batch, seq, n_embd]
 
 
-def block(x, p, *, past, hparams: HParams, pos=None, window=None):
+def block(x, p, *, past, hparams: HParams, mask, pos=None):
     """One transformer layer; `p` is `params["h"][i]` (the original's scope `h<i>`)."""
     a, present = attn(norm(x, **p["ln_1"]), **p["attn"], past=past, hparams=hparams,
-                      pos=pos, window=window)
+                      mask=mask, pos=pos)
     x = x + a  # [batch, seq, n_embd]
     x = x + mlp(norm(x, **p["ln_2"]), **p["mlp"])  # [batch, seq, n_embd]
     return x, present
 
 
-def model(params, X, *, hparams: HParams, past=None, pos=None, window=None):
+def model(params, X, *, hparams: HParams, past=None, pos=None):
     """Logits for token ids X [batch, seq], and `present` to feed back as `past`.
 
     Without `pos` (the original API), `past` is None or [batch, n_layer, 2, head, n_past,
     head_dim] and `present` holds X's keys/values in that layout. With `pos` (a scalar:
-    how many positions the cache already holds), `past` is a list of n_layer fixed-size
-    caches (see `attn`) and `present` the list of updated caches.
+    how many positions the cache already holds), `past` is the list of n_layer cache
+    variables from `empty_cache`, updated in place, and `present` is that list.
     """
     X = tf.convert_to_tensor(X, tf.int32)  # [batch, seq]
     if pos is None:
@@ -205,8 +199,7 @@ def model(params, X, *, hparams: HParams, past=None, pos=None, window=None):
     else:
         pasts, n_prior = past, pos
     assert len(pasts) == hparams.n_layer, (len(pasts), hparams.n_layer)
-    seq = shape_list(X)[1]
-    positions = n_prior + tf.range(seq)  # [seq]
+    batch, seq = shape_list(X)
     if isinstance(n_prior, int) and isinstance(seq, int):
         # Callers validate lengths; past the table the gather would crash (CPU) or read
         # zeros (GPU), so fail loudly instead.
@@ -215,14 +208,14 @@ def model(params, X, *, hparams: HParams, past=None, pos=None, window=None):
     # copy-on-read and every later read for the logits would copy the whole table.
     wte = tf.convert_to_tensor(params["wte"])  # [n_vocab, n_embd]
     wpe = tf.convert_to_tensor(params["wpe"])  # [n_ctx, n_embd]
-    h = tf.gather(wte, X) + tf.gather(wpe, positions)  # [batch, seq, n_embd]
+    h = tf.gather(wte, X) + tf.gather(wpe, n_prior + tf.range(seq))  # [batch, seq, n_embd]
+    mask = attention_mask(seq, n_prior + seq, dtype=h.dtype)  # [seq, n_prior + seq]
     presents = []
     for layer, layer_past in enumerate(pasts):
         h, present = block(h, params["h"][layer], past=layer_past, hparams=hparams,
-                           pos=pos, window=window)
+                           mask=mask, pos=pos)
         presents.append(present)
     h = norm(h, **params["ln_f"])  # [batch, seq, n_embd]
-    batch = shape_list(X)[0]
     logits = tf.matmul(tf.reshape(h, [-1, hparams.n_embd]), wte, transpose_b=True)
     logits = tf.reshape(logits, [batch, seq, hparams.n_vocab])  # [batch, seq, n_vocab]
     present = tf.stack(presents, axis=1) if pos is None else presents
@@ -235,6 +228,18 @@ def past_shape(*, hparams: HParams, batch_size=None, sequence=None) -> list:
 
 
 def empty_cache(*, hparams: HParams, batch_size: int, length: int, dtype=tf.float32) -> list:
-    """A zeroed fixed-size cache for `model(..., pos=...)`: one tensor per layer."""
-    shape = [batch_size, 2, hparams.n_head, length, hparams.head_dim]
-    return [tf.zeros(shape, dtype) for _ in range(hparams.n_layer)]
+    """A zeroed cache for `model(..., pos=...)`: one variable per layer, [batch, 2, head,
+    length, head_dim]. Batch and length may later change with `resize_cache`."""
+    shape = tf.TensorShape([None, 2, hparams.n_head, None, hparams.head_dim])
+    return [tf.Variable(tf.zeros(cache_shape(hparams, batch_size, length), dtype),
+                        shape=shape, trainable=False) for _ in range(hparams.n_layer)]
+
+
+def resize_cache(cache: list, *, hparams: HParams, batch_size, length) -> None:
+    """Reallocates every layer's cache as zeros [batch_size, 2, head, length, head_dim]."""
+    for layer in cache:
+        layer.assign(tf.zeros(cache_shape(hparams, batch_size, length), layer.dtype))
+
+
+def cache_shape(hparams: HParams, batch_size, length) -> list:
+    return [batch_size, 2, hparams.n_head, length, hparams.head_dim]

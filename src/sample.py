@@ -62,11 +62,9 @@ def pick(logits: tf.Tensor, seed: tf.Tensor, *, temperature: float, top_k: int,
 
 
 def step(params, hparams: HParams, tokens, cache, pos):
-    """Runs `tokens` [batch, seq] at positions pos.. against the fixed-size cache; returns
-    the last position's logits [batch, n_vocab] and the updated cache."""
-    seq = tf.shape(tokens)[1]
-    out = model.model(params, tokens, hparams=hparams, past=cache, pos=pos,
-                      window=pos + seq)
+    """Runs `tokens` [batch, seq] at positions pos.. against the cache variables (written
+    in place); returns the last position's logits [batch, n_vocab] and the cache."""
+    out = model.model(params, tokens, hparams=hparams, past=cache, pos=pos)
     return out["logits"][:, -1], out["present"]
 
 
@@ -74,7 +72,7 @@ class Sampler:
     """Compiled prefill, token step and whole loop for one model and one strategy.
 
     Traced once per strategy (temperature, top_k, top_p) and reused for every prompt,
-    length and batch size.
+    length and batch size. Holds the key/value cache, so one generation at a time.
     """
 
     def __init__(self, params, hparams: HParams, *, temperature: float = 1.0,
@@ -83,48 +81,45 @@ class Sampler:
         self.params, self.hparams, self.step_fn = params, hparams, step_fn
         self.choose = lambda logits, seed: pick(logits, seed, temperature=temperature,
                                                 top_k=top_k, top_p=top_p)
+        self.cache = model.empty_cache(hparams=hparams, batch_size=1, length=1,
+                                       dtype=params["wte"].dtype)
         ids = tf.TensorSpec([None, None], tf.int32)
         seed = tf.TensorSpec([2], tf.int32)
         scalar = tf.TensorSpec([], tf.int32)
         self.prefill = tf.function(self._prefill, input_signature=[ids, scalar, seed])
-        h = hparams
-        self.dtype = params["wte"].dtype
-        cache = [tf.TensorSpec([None, 2, h.n_head, None, h.head_dim], self.dtype)
-                 ] * h.n_layer
         self.next = tf.function(self._next, input_signature=[
-            tf.TensorSpec([None], tf.int32), cache, scalar, seed, scalar])
+            tf.TensorSpec([None], tf.int32), scalar, seed, scalar])
         self.loop = tf.function(self._loop, input_signature=[ids, scalar, seed, scalar])
 
     def _prefill(self, context, capacity, seed):
-        """Fills a cache of `capacity` positions with the context; picks token 0."""
-        batch = tf.shape(context)[0]
-        cache = model.empty_cache(hparams=self.hparams, batch_size=batch, length=capacity,
-                                  dtype=self.dtype)
-        logits, cache = self.step_fn(self.params, self.hparams, context, cache, 0)
-        return self.choose(logits, seed_at(seed, 0)), cache
+        """Sizes the cache to `capacity` positions, runs the context, picks draw 0."""
+        model.resize_cache(self.cache, hparams=self.hparams, batch_size=tf.shape(context)[0],
+                           length=capacity)
+        logits, _ = self.step_fn(self.params, self.hparams, context, self.cache, 0)
+        return self.choose(logits, seed_at(seed, 0))
 
-    def _next(self, token, cache, pos, seed, index):
+    def _next(self, token, pos, seed, index):
         """Feeds the previous token [batch] at `pos` and picks draw number `index`."""
-        logits, cache = self.step_fn(self.params, self.hparams, token[:, None], cache, pos)
-        return self.choose(logits, seed_at(seed, index)), cache
+        logits, _ = self.step_fn(self.params, self.hparams, token[:, None], self.cache, pos)
+        return self.choose(logits, seed_at(seed, index))
 
     def _loop(self, context, length, seed, stop_token):
         """`length` tokens [batch, <= length]; ends early once every row has produced
         `stop_token` (pass -1 to never stop)."""
         n = tf.shape(context)[1]
-        token, cache = self._prefill(context, n + length, seed)
+        token = self._prefill(context, n + length, seed)
         out = tf.TensorArray(tf.int32, size=length, element_shape=context.shape[:1])
         out = out.write(0, token)
         done = tf.equal(token, stop_token)
 
-        def more(i, token, cache, out, done):
+        def more(i, token, out, done):
             return tf.logical_and(i < length, tf.logical_not(tf.reduce_all(done)))
 
-        def body(i, token, cache, out, done):
-            token, cache = self._next(token, cache, n + i - 1, seed, i)
-            return i + 1, token, cache, out.write(i, token), done | tf.equal(token, stop_token)
+        def body(i, token, out, done):
+            token = self._next(token, n + i - 1, seed, i)
+            return i + 1, token, out.write(i, token), done | tf.equal(token, stop_token)
 
-        i, _, _, out, _ = tf.while_loop(more, body, (tf.constant(1), token, cache, out, done))
+        i, _, out, _ = tf.while_loop(more, body, (tf.constant(1), token, out, done))
         return tf.transpose(out.gather(tf.range(i)))  # [batch, i]
 
 
@@ -192,10 +187,10 @@ def stream_sequence(sampler: Sampler, context: np.ndarray, *, length: int,
     check_lengths(hparams=sampler.hparams, n_context=context.shape[1], length=int(length))
     seed = new_seed(seed)
     n = context.shape[1]
-    token, cache = sampler.prefill(tf.constant(context), tf.constant(n + int(length)), seed)
+    token = sampler.prefill(tf.constant(context), tf.constant(n + int(length)), seed)
     yield token.numpy()
     for i in range(1, int(length)):
-        token, cache = sampler.next(token, cache, tf.constant(n + i - 1), seed, tf.constant(i))
+        token = sampler.next(token, tf.constant(n + i - 1), seed, tf.constant(i))
         yield token.numpy()
 
 

@@ -51,28 +51,31 @@ def test_incremental_decoding_with_past_equals_full_pass(tiny_model, chunks):
 
 
 @pytest.mark.parametrize("chunks", [[1] * 10, [4, 3, 3], [TINY["n_ctx"]]])
-def test_fixed_cache_decoding_equals_full_pass(tiny_model, chunks):
+def test_cache_decoding_in_place_equals_full_pass(tiny_model, chunks):
     hparams, params = tiny_model
-    X = tokens(5, sum(chunks))
+    X = tokens(5, sum(chunks), batch=2)
     full = model.model(params, X, hparams=hparams)["logits"].numpy()
-    cache = model.empty_cache(hparams=hparams, batch_size=1, length=hparams.n_ctx)
+    cache = model.empty_cache(hparams=hparams, batch_size=2, length=sum(chunks))
     start, pieces = 0, []
     for size in chunks:
         out = model.model(params, X[:, start:start + size], hparams=hparams, past=cache,
                           pos=tf.constant(start))
-        cache = out["present"]
+        # Updated in place, not copied: the same variables come back.
+        assert all(a is b for a, b in zip(out["present"], cache))
         pieces.append(out["logits"].numpy())
         start += size
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=ATOL, rtol=0)
 
 
-def test_fixed_cache_window_limits_what_is_attended(tiny_model):
+def test_resized_cache_serves_a_new_batch_and_length(tiny_model):
     hparams, params = tiny_model
-    X = tokens(3, 6)
+    cache = model.empty_cache(hparams=hparams, batch_size=1, length=1)
+    X = tokens(9, 5, batch=3)
+    model.resize_cache(cache, hparams=hparams, batch_size=3, length=5)
+    out = model.model(params, X, hparams=hparams, past=cache, pos=0)
     full = model.model(params, X, hparams=hparams)["logits"].numpy()
-    cache = model.empty_cache(hparams=hparams, batch_size=1, length=hparams.n_ctx)
-    out = model.model(params, X, hparams=hparams, past=cache, pos=tf.constant(0), window=8)
     np.testing.assert_allclose(out["logits"].numpy(), full, atol=ATOL, rtol=0)
+    assert cache[0].numpy().shape == (3, 2, 4, 5, 8)
 
 
 def test_hparams_from_json_reads_a_released_file(tmp_path):
