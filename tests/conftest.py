@@ -27,3 +27,76 @@ def tiny_dir(tmp_path_factory, tiny_weights):
 def tiny_model(tiny_dir):
     import checkpoint
     return checkpoint.load(tiny_dir)
+
+
+# The sampling scripts use the real vocabulary, so their tiny model has GPT-2's n_vocab.
+CLI_TINY = dict(n_vocab=50257, n_ctx=64, n_embd=16, n_head=2, n_layer=2)
+
+
+@pytest.fixture(scope="session")
+def cli_weights():
+    return fx.random_weights(CLI_TINY, seed=3)
+
+
+@pytest.fixture(scope="session")
+def cli_models(tmp_path_factory, cli_weights):
+    """A models directory holding `tiny/` in the released layout, vocabulary included:
+    pass `--models_dir <this> --model_name tiny` to the scripts."""
+    models = tmp_path_factory.mktemp("cli") / "models"
+    fx.write_tf1_checkpoint(str(models / "tiny"), CLI_TINY, cli_weights)
+    fx.copy_vocabulary(str(models / "tiny"))
+    return str(models)
+
+
+import io  # noqa: E402
+import re  # noqa: E402
+
+
+class _Terminal(io.TextIOWrapper):
+    """A captured stream that claims to be a terminal (for progress-bar decisions)."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.fixture
+def run_script(monkeypatch, cli_models):
+    """Runs a sampling script's `main` in-process on the tiny model and returns
+    (exit code, stdout, stderr). stdin is given as bytes; `encoding` is the console's
+    (the scripts must write UTF-8 whatever it is); stdout and stderr are decoded as strict
+    UTF-8, so anything else fails the test."""
+    import sys
+    from types import SimpleNamespace
+
+    def run(module, *args, stdin=b"", encoding="utf-8", tty_stderr=False, model=True):
+        streams = {
+            "stdin": io.TextIOWrapper(io.BytesIO(stdin), encoding=encoding),
+            "stdout": io.TextIOWrapper(io.BytesIO(), encoding=encoding),
+            "stderr": (_Terminal if tty_stderr else io.TextIOWrapper)(
+                io.BytesIO(), encoding=encoding),
+        }
+        for name, stream in streams.items():
+            monkeypatch.setattr(sys, name, stream)
+        where = ["--models_dir", cli_models, "--model_name", "tiny"] if model else []
+        code = module.main([*where, *map(str, args)])
+        for stream in streams.values():
+            stream.flush()
+        return SimpleNamespace(code=code, **{
+            name: streams[name].buffer.getvalue().decode("utf-8")
+            for name in ("stdout", "stderr")})
+
+    return run
+
+
+SAMPLE_HEADER = re.compile(r"^={40} SAMPLE (\d+) ={40}\n", re.M)
+RULE = "=" * 80
+
+
+def parse_samples(out: str) -> list:
+    """[(n, text)] in the order printed, from the original's output format."""
+    parts = SAMPLE_HEADER.split(out)
+    found = []
+    for n, body in zip(parts[1::2], parts[2::2]):
+        body = body.split("\n" + RULE + "\n")[0]
+        found.append((int(n), body[:-1] if body.endswith("\n") else body))
+    return found

@@ -1,0 +1,121 @@
+"""generate_unconditional_samples.py in-process on a tiny checkpoint: numbering, the start
+token, JSON-lines records, appending, seeds, the progress bar.
+
+FAULTS.md S3, S12, S14, S15; interrupted endless runs (S13) are in test_cli_subprocess.py.
+"""
+import json
+
+import numpy as np
+import pytest
+
+import encoder
+import generate_unconditional_samples as gus
+import gpt2_fixtures as fx
+import reference_gpt2
+import samples_io
+from conftest import CLI_TINY, parse_samples
+
+KEYS = ["id", "ended", "length", "text"]
+
+
+def records(path) -> list:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_s15_batches_give_exactly_nsamples_numbered_1_to_n(run_script):
+    """S15: the original printed 2, 4, 6, 8, 10, 12, 14, 16 here."""
+    r = run_script(gus, "--batch_size", 2, "--nsamples", 4, "--length", 5)
+    assert r.code == 0, r.stderr
+    found = parse_samples(r.stdout)
+    assert [n for n, _ in found] == [1, 2, 3, 4]
+    assert len({text for _, text in found}) == 4  # rows and batches draw differently
+
+
+def test_the_start_token_is_not_printed(run_script, cli_weights):
+    """Greedy samples continue <|endoftext|>, which is not part of the text."""
+    enc = encoder.get_encoder("", fx.DATA)
+    r = run_script(gus, "--temperature", 0, "--length", 12, "--nsamples", 1)
+    expected = reference_gpt2.greedy(cli_weights, [50256], CLI_TINY["n_head"], 12)
+    assert parse_samples(r.stdout) == [(1, enc.decode(expected))]
+
+
+def test_s3_s15_jsonl_records_in_the_dataset_schema(run_script, tmp_path):
+    """S3: the start token + 63 == n_ctx; one record per sample, ids 0..3."""
+    out = tmp_path / "samples.jsonl"
+    r = run_script(gus, "--output", out, "--nsamples", 4, "--batch_size", 2, "--length", 63)
+    assert r.code == 0, r.stderr
+    assert r.stdout == ""
+    found = records(out)
+    assert [list(rec) for rec in found] == [KEYS] * 4
+    assert [rec["id"] for rec in found] == [0, 1, 2, 3]
+    assert all(rec["length"] == 63 and rec["ended"] is False for rec in found)
+
+
+def test_s14_an_existing_file_is_appended_to_and_ids_continue(run_script, tmp_path):
+    """S14: never truncated; a cut-off last line stays on its own line."""
+    out = tmp_path / "samples.jsonl"
+    before = '{"id": 0, "ended": false, "length": 1, "text": "a"}\n{"id": 1, "ended": tr'
+    out.write_text(before, encoding="utf-8")
+    r = run_script(gus, "--output", out, "--nsamples", 2, "--length", 4)
+    assert r.code == 0, r.stderr
+    lines = out.read_text(encoding="utf-8").split("\n")
+    assert "\n".join(lines[:2]) == before and lines[-1] == ""
+    added = [json.loads(line) for line in lines[2:-1]]
+    assert [rec["id"] for rec in added] == [2, 3] and len(lines) == 5
+
+
+@pytest.fixture
+def fake_rows(monkeypatch):
+    """Generation replaced by fixed rows: the second reaches <|endoftext|>."""
+    enc = encoder.get_encoder("", fx.DATA)
+    rows = [enc.encode(" one two three"), enc.encode(" four") + [50256] + enc.encode(" x")]
+    monkeypatch.setattr(samples_io.Model, "generate",
+                        lambda self, context, *, batch_size, **kw: np.array(rows))
+    return rows
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_ended_length_and_text_follow_endoftext(run_script, tmp_path, fake_rows, stop):
+    out = tmp_path / "samples.jsonl"
+    args = ["--stop_at_endoftext"] if stop else []
+    r = run_script(gus, "--output", out, "--nsamples", 2, "--batch_size", 2, *args)
+    assert r.code == 0, r.stderr
+    first, second = records(out)
+    assert first == {"id": 0, "ended": False, "length": 3, "text": " one two three"}
+    if stop:
+        assert second == {"id": 1, "ended": True, "length": 1, "text": " four"}
+    else:
+        assert second == {"id": 1, "ended": True, "length": 3,
+                          "text": " four<|endoftext|> x"}
+
+
+def test_s12_same_seed_same_samples(run_script):
+    """S12."""
+    one, two, other = (run_script(gus, "--seed", seed, "--nsamples", 2, "--length", 8)
+                       for seed in (11, 11, 12))
+    assert parse_samples(one.stdout) == parse_samples(two.stdout)
+    assert parse_samples(one.stdout) != parse_samples(other.stdout)
+    assert len(parse_samples(one.stdout)) == 2
+
+
+def test_progress_bar_on_a_terminal_only(run_script, tmp_path):
+    out = tmp_path / "samples.jsonl"
+    shown = run_script(gus, "--output", out, "--nsamples", 2, "--length", 3, tty_stderr=True)
+    hidden = run_script(gus, "--output", out, "--nsamples", 2, "--length", 3)
+    assert shown.code == hidden.code == 0
+    assert "2/2" in shown.stderr and "sample" in shown.stderr
+    assert hidden.stderr == ""
+
+
+def test_dtype_bfloat16_loads_the_weights_as_bfloat16(run_script, monkeypatch):
+    import checkpoint
+    import tensorflow as tf
+    dtypes = []
+    load = checkpoint.load
+    monkeypatch.setattr(checkpoint, "load", lambda path, *, dtype: dtypes.append(dtype) or
+                        load(path, dtype=dtype))
+    r = run_script(gus, "--dtype", "bfloat16", "--nsamples", 2, "--batch_size", 2,
+                   "--length", 4)
+    assert r.code == 0, r.stderr
+    assert dtypes == [tf.bfloat16] and len(parse_samples(r.stdout)) == 2
