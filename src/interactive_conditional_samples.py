@@ -104,6 +104,10 @@ def prompts(stdin, stdout):
             if terminal:
                 stdout.write("\n")  # Ctrl-D: leave the shell's prompt on a line of its own
             return
+        except KeyboardInterrupt:
+            if terminal:
+                stdout.write("\n")  # the exit message goes below the prompt, not after it
+            raise
         if not text.strip():
             print("Prompt should not be empty!", file=stdout, flush=True)
             continue

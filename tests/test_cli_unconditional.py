@@ -119,3 +119,20 @@ def test_dtype_bfloat16_loads_the_weights_as_bfloat16(run_script, monkeypatch):
                    "--length", 4)
     assert r.code == 0, r.stderr
     assert dtypes == [tf.bfloat16] and len(parse_samples(r.stdout)) == 2
+
+
+def test_s13_each_record_is_on_disk_before_the_next_batch_is_drawn(run_script, tmp_path,
+                                                                   monkeypatch):
+    """S13: what an interrupted run keeps is everything finished, not a buffer's worth."""
+    out = tmp_path / "samples.jsonl"
+    on_disk = []
+    generate = samples_io.Model.generate
+
+    def checking(self, *args, **kwargs):
+        on_disk.append(out.read_bytes().count(b"\n"))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(samples_io.Model, "generate", checking)
+    r = run_script(gus, "--output", out, "--nsamples", 6, "--batch_size", 2, "--length", 3)
+    assert r.code == 0, r.stderr
+    assert on_disk == [0, 2, 4] and out.read_bytes().count(b"\n") == 6
