@@ -148,9 +148,9 @@ def attn(x, *, c_attn, c_proj, past, hparams: HParams, mask, pos=None):
 
     With `pos=None` this is the original: `past` [batch, 2, head, n_past, head_dim] (or None)
     is prepended and `present` holds only the new keys/values. With `pos` given, `past` is a
-    preallocated cache, a `tf.Variable` [batch, 2, head, T, head_dim]: the new keys/values
-    are written in place at slots [pos, pos + seq), only the filled slots [0, pos + seq) are
-    attended, and `present` is the cache itself.
+    preallocated cache variable (see `empty_cache`): the new keys/values are written in
+    place at slots [pos, pos + seq), only the filled slots [0, pos + seq) are attended, and
+    `present` is the cache itself.
     """
     c = conv1d(x, **c_attn)  # [batch, seq, 3 * n_embd]
     q, k, v = [split_heads(t, hparams.n_head) for t in tf.split(c, 3, axis=2)]
@@ -161,13 +161,31 @@ def attn(x, *, c_attn, c_proj, past, hparams: HParams, mask, pos=None):
             k = tf.concat([pk, k], axis=-2)  # [batch, head, n_past + seq, head_dim]
             v = tf.concat([pv, v], axis=-2)
     else:
-        end = pos + shape_list(x)[1]
-        past[:, :, :, pos:end].assign(tf.stack([k, v], axis=1))
-        k = past[:, 0, :, :end]  # [batch, head, pos + seq, head_dim]
-        v = past[:, 1, :, :end]
+        k, v = update_cache(past, tf.stack([k, v]), pos)  # [batch, head, pos + seq, hd]
         present = past
     a = merge_heads(multihead_attn(q, k, v, mask=mask))  # [batch, seq, n_embd]
     return conv1d(a, **c_proj), present
+
+
+def update_cache(cache: tf.Variable, kv: tf.Tensor, pos):
+    """Writes kv [2, batch, head, seq, head_dim] at slots [pos, pos + seq) of the cache
+    and returns keys and values [batch, head, pos + seq, head_dim] of the filled slots.
+
+    The cache is [2 * batch * head, T, head_dim], one row per key/value vector sequence,
+    touched only by a sparse scatter and a batched gather. A dense slice-assign would put
+    the variable in copy-on-read mode, and then every read copies the whole cache.
+    """
+    two, batch, head, seq, head_dim = shape_list(kv)
+    rows = two * batch * head
+    end = pos + seq
+    slots = tf.stack(tf.meshgrid(tf.range(rows), pos + tf.range(seq), indexing="ij"), -1)
+    tf.raw_ops.ResourceScatterNdUpdate(ref=cache.handle, indices=slots,  # [rows, seq, 2]
+                                       updates=tf.reshape(kv, [rows, seq, head_dim]))
+    filled = tf.tile(tf.range(end)[None], [rows, 1])  # [rows, end]
+    kv = tf.raw_ops.ResourceGather(resource=cache.handle, indices=filled, dtype=cache.dtype,
+                                   batch_dims=1)  # [rows, end, head_dim]
+    k, v = tf.unstack(tf.reshape(kv, [2, batch, head, end, head_dim]))
+    return k, v
 
 
 def mlp(x, *, c_fc, c_proj) -> tf.Tensor:
@@ -228,18 +246,18 @@ def past_shape(*, hparams: HParams, batch_size=None, sequence=None) -> list:
 
 
 def empty_cache(*, hparams: HParams, batch_size: int, length: int, dtype=tf.float32) -> list:
-    """A zeroed cache for `model(..., pos=...)`: one variable per layer, [batch, 2, head,
-    length, head_dim]. Batch and length may later change with `resize_cache`."""
-    shape = tf.TensorShape([None, 2, hparams.n_head, None, hparams.head_dim])
+    """A zeroed cache for `model(..., pos=...)`: one variable per layer, [2 * batch * head,
+    length, head_dim] (keys then values). `resize_cache` changes batch and length."""
+    shape = tf.TensorShape([None, None, hparams.head_dim])
     return [tf.Variable(tf.zeros(cache_shape(hparams, batch_size, length), dtype),
                         shape=shape, trainable=False) for _ in range(hparams.n_layer)]
 
 
 def resize_cache(cache: list, *, hparams: HParams, batch_size, length) -> None:
-    """Reallocates every layer's cache as zeros [batch_size, 2, head, length, head_dim]."""
+    """Reallocates every layer's cache as zeros for a new batch size and length."""
     for layer in cache:
         layer.assign(tf.zeros(cache_shape(hparams, batch_size, length), layer.dtype))
 
 
 def cache_shape(hparams: HParams, batch_size, length) -> list:
-    return [batch_size, 2, hparams.n_head, length, hparams.head_dim]
+    return [2 * batch_size * hparams.n_head, length, hparams.head_dim]

@@ -152,7 +152,8 @@ def test_one_trace_serves_every_prompt_length_length_and_batch():
         out = sample.sample_sequence(params=FAKE_PARAMS, hparams=FAKE, length=length,
                                      context=np.zeros([batch, n], np.int32), sampler=sampler)
         assert out.shape == (batch, n + length)
-    assert sampler.loop.experimental_get_tracing_count() == 1
+    assert sampler.prefill.experimental_get_tracing_count() == 1
+    assert sampler.next.experimental_get_tracing_count() == 1
 
 
 def test_prompt_plus_length_equal_to_n_ctx_fits_and_one_more_does_not():
