@@ -205,7 +205,7 @@ def measure(model_name, settings, runs):
 
 def load_rss(model_name):
     """Peak RSS of a fresh process that loads `model_name`'s weights, vs the data file."""
-    model_dir = random_checkpoint.ensure(model_name)
+    model_dir = random_checkpoint.ensure(model_name, npz=False)
     code = ("import sys, resource, checkpoint; checkpoint.load(sys.argv[1]); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
     import subprocess

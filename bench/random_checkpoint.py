@@ -38,19 +38,26 @@ def random_weights(hparams, *, seed: int = 0) -> dict:
     return flat
 
 
-def ensure(model_name: str, models_dir: str = CACHE) -> str:
-    """models_dir/<name> in the released layout with the real vocabulary, plus the same
-    weights as `weights.npz` for readers without TensorFlow; made if absent."""
+def ensure(model_name: str, models_dir: str = CACHE, *, npz: bool = True) -> str:
+    """models_dir/<name> in the released layout with the real vocabulary, plus (with
+    `npz`) the same weights as `weights.npz` for readers without TensorFlow; made if
+    absent. The hparams file is written last, so its presence marks a complete folder."""
     path = os.path.join(models_dir, model_name)
-    if os.path.exists(os.path.join(path, NPZ)):
+    done = os.path.exists(os.path.join(path, "hparams.json"))
+    if done and (not npz or os.path.exists(os.path.join(path, NPZ))):
         return path
     import checkpoint
     hparams = checkpoint.HParams(**SIZES[model_name])
     flat = random_weights(hparams)
-    checkpoint.save(checkpoint.tree_from_flat(flat, hparams), hparams, path)
+    if npz:
+        os.makedirs(path, exist_ok=True)
+        np.savez(os.path.join(path, NPZ), **flat)
+    if done:
+        return path
+    os.makedirs(path, exist_ok=True)
     for name in ("encoder.json", "vocab.bpe"):
         shutil.copy(os.path.join(ROOT, "tests", "data", name), os.path.join(path, name))
-    np.savez(os.path.join(path, NPZ), **flat)
+    checkpoint.save(checkpoint.tree_from_flat(flat, hparams), hparams, path)  # hparams last
     return path
 
 

@@ -9,6 +9,7 @@ program), and neither is the `checkpoint` state file: the prefix is always
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -95,8 +96,10 @@ def check_data_size(model_dir: str, hparams: HParams) -> None:
                          f"hparams; {redownload_hint(data)}")
 
 
-def read_checkpoint(model_dir: str, hparams: HParams) -> dict[str, np.ndarray]:
-    """Every variable as a NumPy array, validated against `hparams`."""
+def read_checkpoint(model_dir: str, hparams: HParams) -> Iterator[tuple[str, np.ndarray]]:
+    """Every variable as (name, NumPy array), in checkpoint order, after checking all
+    names and shapes against `hparams`. One array at a time, so that a caller that keeps
+    only its own copy holds the weights about once."""
     check_present(model_dir)
     index = os.path.join(model_dir, INDEX)
     try:
@@ -121,15 +124,17 @@ def read_checkpoint(model_dir: str, hparams: HParams) -> dict[str, np.ndarray]:
                          f"{extra[0]}): the checkpoint and hparams.json belong to different "
                          f"models")
     check_data_size(model_dir, hparams)
-    arrays = {}
-    for name in expected:
+    return read_tensors(reader, list(expected), os.path.join(model_dir, DATA))
+
+
+def read_tensors(reader, names: list[str], data: str) -> Iterator[tuple[str, np.ndarray]]:
+    for name in names:
         try:
-            arrays[name] = reader.get_tensor(name)
+            array = reader.get_tensor(name)
         except tf.errors.OpError as e:
-            data = os.path.join(model_dir, DATA)
             raise ValueError(f"{data}: variable {name} is corrupt ({first_line(e)}): "
                              f"{redownload_hint(data)}") from None
-    return arrays
+        yield name, array
 
 
 def load(model_dir: str, *, dtype=tf.float32) -> tuple[HParams, dict]:
@@ -139,10 +144,10 @@ def load(model_dir: str, *, dtype=tf.float32) -> tuple[HParams, dict]:
         raise ValueError(f"{model_dir} not found: run `python3 download_model.py {name}`")
     hparams = HParams.from_json(os.path.join(model_dir, "hparams.json"))
     flat = {}
-    for name, array in read_checkpoint(model_dir, hparams).items():
+    for name, array in read_checkpoint(model_dir, hparams):
         # One tensor at a time, so peak memory stays near one copy of the weights.
-        flat[name] = tf.Variable(tf.cast(array, dtype), trainable=False,
-                                 name=name.replace("/", "."))
+        flat[name] = tf.Variable(array if dtype == tf.float32 else tf.cast(array, dtype),
+                                 trainable=False, name=name.replace("/", "."))
         del array
     return hparams, tree_from_flat(flat, hparams)
 

@@ -46,6 +46,10 @@ NOT_RUN = {
                   ".venv/bin/python src/interactive_conditional_samples.py --model_name 124M"):
         f"{INTERNET}: installs from PyPI and downloads the real 124M weights",
     ("README.md", "./test.sh"): RECURSES,
+    ("README.md", ".venv/bin/python bench/bench_sampling.py"):
+        "a benchmark: about half an hour, needs torch and transformers (requirements-bench.txt)",
+    ("README.md", ".venv/bin/python bench/bench_encoder.py"):
+        "a benchmark: a minute of full load on a 5 MB corpus",
     ("DEVELOPERS.md", "python3 -m venv .venv"):
         "would replace the sandbox's .venv (./test.sh runs the same command)",
     ("DEVELOPERS.md", ".venv/bin/pip install -r requirements.txt"): f"{INTERNET}: installs from PyPI",
