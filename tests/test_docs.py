@@ -37,6 +37,7 @@ INTERNET = "needs the internet"
 RECURSES = "runs the test suite, this test included"
 DOCKER = "needs a Docker engine (tests/test_docker.py lints the Dockerfiles instead)"
 DOCKER_GPU = "needs a Docker engine and an NVIDIA GPU"
+BENCH = "a benchmark: minutes of full load on real-size weights (requirements-bench.txt)"
 
 # (document, command) -> why it is not run. The command is compared token by token, so
 # spacing, quoting and trailing comments do not matter; anything else does.
@@ -46,10 +47,8 @@ NOT_RUN = {
                   ".venv/bin/python src/interactive_conditional_samples.py --model_name 124M"):
         f"{INTERNET}: installs from PyPI and downloads the real 124M weights",
     ("README.md", "./test.sh"): RECURSES,
-    ("README.md", ".venv/bin/python bench/bench_sampling.py"):
-        "a benchmark: about half an hour, needs torch and transformers (requirements-bench.txt)",
-    ("README.md", ".venv/bin/python bench/bench_encoder.py"):
-        "a benchmark: a minute of full load on a 5 MB corpus",
+    ("README.md", ".venv/bin/python bench/bench_sampling.py"): BENCH,
+    ("README.md", ".venv/bin/python bench/bench_encoder.py"): BENCH,
     ("DEVELOPERS.md", "python3 -m venv .venv"):
         "would replace the sandbox's .venv (./test.sh runs the same command)",
     ("DEVELOPERS.md", ".venv/bin/pip install -r requirements.txt"): f"{INTERNET}: installs from PyPI",
@@ -60,6 +59,16 @@ NOT_RUN = {
         f"{INTERNET}: downloads the real weights",
     ("DEVELOPERS.md", "GPT2_BASE_URL=http://mirror.local/gpt-2/models python3 download_model.py 1558M"):
         f"{INTERNET}: downloads from a mirror that exists only in the example",
+    # The "## Speed and benchmarks" section.
+    ("DEVELOPERS.md", ".venv/bin/pip install -r requirements-bench.txt"):
+        f"{INTERNET}: installs torch and transformers from PyPI",
+    ("DEVELOPERS.md", ".venv/bin/python bench/bench_sampling.py --runs 5"): BENCH,
+    ("DEVELOPERS.md", ".venv/bin/python bench/bench_sampling.py --runs 3 --only b1_256 b8_256"):
+        BENCH,
+    ("DEVELOPERS.md", ".venv/bin/python bench/bench_sampling.py --only b1_256 --load_rss 1558M"):
+        BENCH,
+    ("DEVELOPERS.md", ".venv/bin/python bench/bench_dtype.py"): BENCH,
+    ("DEVELOPERS.md", ".venv/bin/python bench/bench_encoder.py"): BENCH,
     # The "## Docker" section.
     ("DEVELOPERS.md", "docker build -f Dockerfile.cpu -t gpt-2:cpu ."): DOCKER,
     ("DEVELOPERS.md", 'docker build -f Dockerfile.cpu --build-arg MODELS="124M 355M" -t gpt-2:cpu .'):
