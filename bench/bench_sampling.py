@@ -243,7 +243,7 @@ def main():
 def report(result):
     bw = result["bandwidth_gb_s"]
     print(f"memory bandwidth (measured): {bw:.1f} GB/s")
-    print(f"| setting | ours tok/s | HF tok/s | ours/HF | ceiling tok/s | ours/ceiling |")
+    print("| setting | ours tok/s | HF tok/s | ours/HF | ceiling tok/s | ours/ceiling |")
     print("|---|---|---|---|---|---|")
     for row in result["rows"]:
         ceiling = bw * 1e9 / weight_bytes(row["model"]) * row["batch"]

@@ -12,8 +12,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
 
+import cli  # noqa: E402
 import samples_io  # noqa: E402
-from samples_io import JsonlWriter, Options, SampleOutput, derive_seed  # noqa: E402
+from cli import Options, derive_seed  # noqa: E402
+from samples_io import JsonlWriter, SampleOutput  # noqa: E402
 
 PROG = "generate_unconditional_samples.py"
 
@@ -58,14 +60,14 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
             batch_size=batch_size, length=length, temperature=temperature, top_k=top_k,
             top_p=top_p, stop_at_endoftext=stop_at_endoftext, dtype=dtype, min_nsamples=0)
         # Opened before the model loads, so a bad path costs no waiting.
-        jsonl = None if output is None else JsonlWriter(samples_io.as_str("output", output))
+        jsonl = None if output is None else JsonlWriter(cli.as_str("output", output))
         try:
             return generate(options, jsonl=jsonl)
         finally:
             if jsonl is not None:
                 jsonl.close()
 
-    return samples_io.guarded(PROG, body)
+    return cli.guarded(PROG, body)
 
 
 def generate(options: Options, *, jsonl: JsonlWriter | None) -> int:
@@ -84,13 +86,13 @@ def generate(options: Options, *, jsonl: JsonlWriter | None) -> int:
                 out.add(row)
                 bar.update(1)
             batch += 1
-    except (KeyboardInterrupt, samples_io.Terminated) as stop:
+    except (KeyboardInterrupt, cli.Terminated) as stop:
         where = f", all in {jsonl.path}" if jsonl is not None else ""
         stop.detail = f" after {out.count} samples{where}"
         raise
     finally:
         bar.close()
-    return samples_io.EXIT_OK
+    return cli.EXIT_OK
 
 
 def progress_bar(nsamples: int, *, to_file: bool):
@@ -103,7 +105,7 @@ def progress_bar(nsamples: int, *, to_file: bool):
 
 
 def main(argv=None) -> int:
-    return samples_io.fire_main(sample_model, argv)
+    return cli.fire_main(sample_model, argv)
 
 
 if __name__ == "__main__":

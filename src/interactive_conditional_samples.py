@@ -12,8 +12,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
 
+import cli  # noqa: E402
 import samples_io  # noqa: E402
-from samples_io import RULE, Options, SampleOutput, UsageError, derive_seed  # noqa: E402
+from cli import Options, UsageError, derive_seed  # noqa: E402
+from samples_io import RULE, SampleOutput  # noqa: E402
 
 PROG = "interactive_conditional_samples.py"
 PROMPT = "Model prompt >>> "
@@ -65,14 +67,14 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
             batch_size=batch_size, length=length, temperature=temperature, top_k=top_k,
             top_p=top_p, stop_at_endoftext=stop_at_endoftext, dtype=dtype, min_nsamples=1)
         streaming = options.batch_size == 1 if stream is None else \
-            samples_io.as_bool("stream", stream)
+            cli.as_bool("stream", stream)
         if streaming and options.batch_size != 1:
             raise UsageError(f"--stream prints one sample at a time: use --batch_size 1, or "
                              f"--nostream with --batch_size {options.batch_size}")
-        truncate = samples_io.as_bool("truncate_prompt", truncate_prompt)
+        truncate = cli.as_bool("truncate_prompt", truncate_prompt)
         return interact(options, stream=streaming, truncate_prompt=truncate)
 
-    return samples_io.guarded(PROG, body)
+    return cli.guarded(PROG, body)
 
 
 def interact(options: Options, *, stream: bool, truncate_prompt: bool) -> int:
@@ -83,13 +85,13 @@ def interact(options: Options, *, stream: bool, truncate_prompt: bool) -> int:
             complete(model, options, text, index=index, stream=stream,
                      truncate_prompt=truncate_prompt)
         except PromptTooLong as e:
-            samples_io.note(PROG, f"error: {e}")
+            cli.note(PROG, f"error: {e}")
             refused = True
         except KeyboardInterrupt:
-            samples_io.note(PROG, "interrupted: sample stopped; enter another prompt, or "
+            cli.note(PROG, "interrupted: sample stopped; enter another prompt, or "
                                   "Ctrl-D to quit")
             print(RULE, flush=True)
-    return samples_io.EXIT_FAILURE if refused else samples_io.EXIT_OK
+    return cli.EXIT_FAILURE if refused else cli.EXIT_OK
 
 
 def prompts(stdin, stdout):
@@ -163,7 +165,7 @@ def complete(model, options: Options, text: str, *, index: int, stream: bool,
     tokens, length, message = fit_prompt(model.enc.encode(text), n_ctx=model.hparams.n_ctx,
                                          length=options.length, truncate=truncate_prompt)
     if message:
-        samples_io.note(PROG, message)
+        cli.note(PROG, message)
     out = SampleOutput(model.enc, eot=model.eot, out=sys.stdout,
                        stop_at_endoftext=options.stop_at_endoftext)
     for batch in range(options.nsamples // options.batch_size):
@@ -179,7 +181,7 @@ def complete(model, options: Options, text: str, *, index: int, stream: bool,
 
 
 def main(argv=None) -> int:
-    return samples_io.fire_main(interact_model, argv)
+    return cli.fire_main(interact_model, argv)
 
 
 if __name__ == "__main__":

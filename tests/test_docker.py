@@ -79,7 +79,7 @@ def script_flags(path: str) -> set[str]:
     """The `--flags` a script accepts, read from its source without running it (which would
     cost a TensorFlow start-up): the options of an argparse parser, or the parameters of the
     function that the script hands to Fire, directly (`fire.Fire(main)`) or through a helper
-    whose name says fire (`samples_io.fire_main(main, argv)`). Fire takes a parameter as
+    whose name says fire (`cli.fire_main(main, argv)`). Fire takes a parameter as
     --name, --name-with-hyphens and, to set it False, --noname."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), filename=path)
