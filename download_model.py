@@ -365,7 +365,17 @@ def _fetch(model: str, name: str, directory: str, manifest: Manifest, *, base_ur
         _remove(part)
         manifest.partial.pop(name, None)
     elif os.path.exists(final) and not record and pin.sha256 is None:
-        os.replace(final, part)  # not ours (say the original script's): check it like a partial
+        # Not ours (say the original script's, which wrote straight to the final name and
+        # could leave an error page there): only a file of the pinned size is kept, to be
+        # verified; anything else is fetched again from zero, never resumed, so an error
+        # page can never become the start of a model file.
+        if pin.size is not None and os.path.getsize(final) == pin.size:
+            os.replace(final, part)
+        else:
+            opts.log(f"{final}: not downloaded by this script and not verifiable; "
+                     f"downloading it again")
+            _remove(final)
+            _remove(part)
         manifest.partial.pop(name, None)
     elif os.path.exists(final):
         size, sha256, _ = _hash(final)

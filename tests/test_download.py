@@ -527,13 +527,24 @@ def test_d18_damaged_file_is_fetched_again(run, server, damage):
     assert any("downloading it again" in line for line in run.logs)
 
 
-def test_d18_unpinned_file_without_record_is_checked_with_the_server(run, server, monkeypatch):
+def test_d18_unpinned_file_without_record_is_fetched_again_whole(run, server, monkeypatch):
     monkeypatch.setattr(dm, "PINS", {})
     run()
     run.path(".download.json").unlink()  # as if the original script had written the files
     run()
     run.assert_complete()
-    assert data_gets(server)[1]["range"] == "bytes=200000-"  # answered 416: complete already
+    assert len(data_gets(server)) == 2 and "range" not in data_gets(server)[1]
+
+
+def test_d18_leftover_error_page_is_never_spliced_onto_the_file(run, server, monkeypatch):
+    # The original script saved error pages under the model's file names; with only a size
+    # pinned, resuming after such a page would glue it to the rest of the real file.
+    monkeypatch.setattr(dm, "PINS", {"124M": {DATA: dm.Pin(size=len(FILES[DATA]))}})
+    run.path(DATA).parent.mkdir(parents=True, exist_ok=True)
+    run.path(DATA).write_bytes(b"<?xml version='1.0'?><Error><Code>BlobNotFound</Code></Error>")
+    run()
+    run.assert_complete()
+    assert "range" not in data_gets(server)[0]
 
 
 # --- D19-D23: signals, concurrency, disk, names, progress ---------------------------------
