@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 from typing import Iterable
@@ -19,9 +20,10 @@ from typing import Iterable
 from cli import Failure, Options, UsageError
 
 RULE = "=" * 80  # the interactive script's line after each prompt's samples
-# TensorFlow's info lines at import ("I0000 00:00:... port.cc:153] oneDNN ...") and absl's
-# notice that precedes them.
-TF_NOISE = re.compile(r"I\d{4} |WARNING: All log messages before absl::InitializeLog")
+# TensorFlow's info lines at import ("I0000 00:00:... port.cc:153] oneDNN ..."), absl's
+# notice that precedes them, and the CUDA probe's errors on a machine without a GPU.
+TF_NOISE = re.compile(r"I\d{4} |WARNING: All log messages before absl::InitializeLog"
+                      r"|E\d{4} .*(cuInit|cuda_platform|cuda_dnn|cuda_blas|cuda_fft)")
 
 
 def header(n: int) -> str:
@@ -152,9 +154,12 @@ class JsonlWriter:
                              f"another path") from None
         self.path = path
         self.next_id, last = 0, b"\n"
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                self.next_id, last = self.next_id + chunk.count(b"\n"), chunk[-1:]
+        # Ids continue after the lines of a regular file; a pipe, terminal or /dev/stdout
+        # has nothing to count (reading it back would block forever).
+        if stat.S_ISREG(os.fstat(self.file.fileno()).st_mode):
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    self.next_id, last = self.next_id + chunk.count(b"\n"), chunk[-1:]
         self.pending_newline = last != b"\n"  # a cut-off last line: it counts as one
         self.next_id += self.pending_newline
 

@@ -4,6 +4,7 @@ token, JSON-lines records, appending, seeds, the progress bar.
 FAULTS.md S3, S12, S14, S15; interrupted endless runs (S13) are in test_cli_subprocess.py.
 """
 import json
+import os
 
 import numpy as np
 import pytest
@@ -136,3 +137,24 @@ def test_s13_each_record_is_on_disk_before_the_next_batch_is_drawn(run_script, t
     r = run_script(gus, "--output", out, "--nsamples", 6, "--batch_size", 2, "--length", 3)
     assert r.code == 0, r.stderr
     assert on_disk == [0, 2, 4] and out.read_bytes().count(b"\n") == 6
+
+
+def test_output_to_a_pipe_writes_records_without_reading_it_back(tmp_path):
+    # Counting the lines already there would block forever on a pipe (or /dev/stdout).
+    import threading
+    from samples_io import JsonlWriter
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    done = threading.Event()
+
+    def write():
+        writer = JsonlWriter(fifo)
+        writer.write(ended=False, length=2, text="hi")
+        writer.close()
+        done.set()
+    threading.Thread(target=write, daemon=True).start()
+    assert done.wait(timeout=10), "JsonlWriter blocked on a pipe"
+    assert json.loads(os.read(reader, 1000)) == {"id": 0, "ended": False, "length": 2,
+                                                 "text": "hi"}
+    os.close(reader)
