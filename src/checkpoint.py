@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from model import HParams, redownload_hint
+from model_paths import download_command
 
 PREFIX = "model.ckpt"
 INDEX = PREFIX + ".index"
@@ -66,16 +67,6 @@ def flat_from_tree(params: dict, hparams: HParams) -> dict[str, object]:
         node, key = subtree(params, name)
         flat[name] = node[key]
     return flat
-
-
-def model_dir_for(model_name: str, models_dir: str = "models") -> str:
-    """`models/<name>`, or a ValueError saying how to download it."""
-    path = os.path.join(models_dir, model_name)
-    if not os.path.isdir(path):
-        raise ValueError(f"{path} not found: run `python3 download_model.py {model_name}"
-                         + ("" if models_dir == "models" else f" --models_dir {models_dir}")
-                         + "`")
-    return path
 
 
 def check_present(model_dir: str) -> None:
@@ -140,8 +131,7 @@ def read_tensors(reader, names: list[str], data: str) -> Iterator[tuple[str, np.
 def load(model_dir: str, *, dtype=tf.float32) -> tuple[HParams, dict]:
     """(hparams, params) with each weight a non-trainable `tf.Variable` of `dtype`."""
     if not os.path.isdir(model_dir):
-        name = os.path.basename(os.path.normpath(model_dir))
-        raise ValueError(f"{model_dir} not found: run `python3 download_model.py {name}`")
+        raise ValueError(f"{model_dir} not found: run `{download_command(model_dir)}`")
     hparams = HParams.from_json(os.path.join(model_dir, "hparams.json"))
     flat = {}
     for name, array in read_checkpoint(model_dir, hparams):

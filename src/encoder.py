@@ -31,6 +31,8 @@ from typing import Iterable
 
 import regex
 
+from model_paths import download_command
+
 __all__ = ["ENDOFTEXT", "Encoder", "IncrementalDecoder", "bytes_to_unicode", "get_encoder"]
 
 ENDOFTEXT = "<|endoftext|>"
@@ -198,7 +200,7 @@ class IncrementalDecoder:
 
 
 def _read_text(path: str, model_name: str) -> str:
-    fix = f"run `python3 download_model.py {model_name}`"
+    fix = f"run `{download_command(os.path.dirname(path))}`"
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -213,7 +215,7 @@ def get_encoder(model_name: str, models_dir: str = "models") -> Encoder:
     """Builds the Encoder from `models_dir/model_name/{encoder.json,vocab.bpe}`."""
     json_path = os.path.join(models_dir, model_name, "encoder.json")
     bpe_path = os.path.join(models_dir, model_name, "vocab.bpe")
-    redo = f"delete it and run `python3 download_model.py {model_name}` again"
+    redo = f"delete it and run `{download_command(os.path.dirname(json_path))}` again"
     try:
         encoder = json.loads(_read_text(json_path, model_name))
     except json.JSONDecodeError as e:

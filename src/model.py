@@ -14,6 +14,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from model_paths import download_command
+
 # Sizes past these are not GPT-2 checkpoints but typos or corrupt files; reject them before
 # TensorFlow tries to allocate them.
 _LIMITS = {"n_vocab": 1_000_000, "n_ctx": 65_536, "n_embd": 65_536, "n_head": 1_024,
@@ -76,8 +78,7 @@ class HParams:
 
 def redownload_hint(path: str) -> str:
     """The remedy for a missing or damaged file inside models/<name>/."""
-    name = os.path.basename(os.path.dirname(os.path.abspath(path))) or "124M"
-    return f"run `python3 download_model.py {name} --force` to fetch it again"
+    return f"run `{download_command(os.path.dirname(path), force=True)}` to fetch it again"
 
 
 def shape_list(x: tf.Tensor) -> list:

@@ -9,6 +9,7 @@ length or batch size reuses the same trace.
 """
 from __future__ import annotations
 
+import math
 import random
 from typing import Iterator
 
@@ -17,6 +18,10 @@ import tensorflow as tf
 
 import model
 from model import HParams
+
+
+# Temperatures below this sample as temperature 0 (greedy), which is their limit.
+MIN_TEMPERATURE = 1e-6
 
 
 def top_k_logits(logits: tf.Tensor, k: int) -> tf.Tensor:
@@ -189,8 +194,10 @@ def draws(sampler: Sampler, context: np.ndarray, *, length: int, seed) -> Iterat
 def strategy(*, hparams: HParams, temperature=1, top_k=0, top_p=1) -> dict:
     """Validated, typed sampling options; `ValueError` names the bad value and the fix."""
     temperature, top_k, top_p = float(temperature), top_k, float(top_p)
-    if not temperature >= 0:
+    if not 0 <= temperature < math.inf:
         raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if temperature < MIN_TEMPERATURE:
+        temperature = 0.0  # the limit is greedy; float32 logits / 1e-50 would overflow
     if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 0:
         raise ValueError(f"top_k must be a whole number >= 0 (0 disables it), got {top_k}")
     if not 0 < top_p <= 1:

@@ -97,11 +97,12 @@ def load_model(options: Options) -> Model:
     tf = import_tensorflow_quietly()  # here, so that usage errors skip its start-up
     import checkpoint
     import encoder
+    import model_paths
     import sample
     from model import HParams
 
     try:
-        model_dir = checkpoint.model_dir_for(options.model_name, options.models_dir)
+        model_dir = model_paths.model_dir_for(options.model_name, options.models_dir)
         hparams = HParams.from_json(os.path.join(model_dir, "hparams.json"))
     except ValueError as e:
         raise Failure(str(e)) from None
@@ -112,7 +113,7 @@ def load_model(options: Options) -> Model:
         raise UsageError(str(e)) from None
     check_length(options.length, hparams.n_ctx)
     try:
-        enc = encoder.get_encoder(options.model_name, options.models_dir)
+        enc = encoder.get_encoder(os.path.basename(model_dir), os.path.dirname(model_dir))
         if enc.n_vocab != hparams.n_vocab:
             raise ValueError(f"{model_dir}/encoder.json has {enc.n_vocab} tokens but "
                              f"hparams.json says n_vocab={hparams.n_vocab}: the files belong "

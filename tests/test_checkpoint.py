@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import checkpoint
 import gpt2_fixtures as fx
+import model_paths
 from conftest import TINY
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
@@ -72,12 +73,24 @@ def test_bfloat16_load_casts_every_weight(tiny_dir):
 
 
 # L1
-def test_missing_model_dir_says_how_to_download(tmp_path):
+def test_missing_model_dir_says_how_to_download(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as e:
-        checkpoint.model_dir_for("124M", str(tmp_path / "models"))
+        model_paths.model_dir_for("124M", str(tmp_path / "models"))
     assert str(e.value) == (f"{tmp_path}/models/124M not found: run `python3 download_model.py "
                             f"124M --models_dir {tmp_path}/models`")
-    assert "run `python3 download_model.py 355M`" in load_error(tmp_path / "models" / "355M")
+    monkeypatch.chdir(tmp_path)
+    assert load_error("models/355M") == ("models/355M not found: run `python3 "
+                                         "download_model.py 355M`")
+
+
+def test_old_model_names_find_the_new_folders_and_unknown_names_list_the_valid(tmp_path):
+    (tmp_path / "124M").mkdir()
+    assert model_paths.model_dir_for("117M", str(tmp_path)) == str(tmp_path / "124M")
+    with pytest.raises(ValueError) as e:
+        model_paths.model_dir_for("345M", str(tmp_path))
+    assert f"{tmp_path}/355M not found: run `python3 download_model.py 355M" in str(e.value)
+    with pytest.raises(ValueError, match="give --model_name one of 124M, 355M, 774M, 1558M"):
+        model_paths.model_dir_for("tiny", str(tmp_path))
 
 
 # L2
@@ -131,9 +144,10 @@ def test_damaged_index_is_a_clear_error_in_a_fresh_process(model_dir, damage):
     result = subprocess.run([sys.executable, "-c", code, model_dir], capture_output=True,
                             text=True, env=dict(os.environ, PYTHONPATH=SRC), timeout=120)
     assert result.returncode == 1, result.stderr
+    models_dir = os.path.dirname(model_dir)
     assert result.stdout.strip() == (
         f"{index} is corrupt or not a TensorFlow checkpoint index: run `python3 "
-        f"download_model.py 124M --force` to fetch it again")
+        f"download_model.py 124M --models_dir {models_dir} --force` to fetch it again")
 
 
 # L3
@@ -170,7 +184,8 @@ def test_hparams_that_is_an_error_page_names_the_file(model_dir):
     open(path, "w").write("<html><body>403 Forbidden</body></html>")
     message = load_error(model_dir)
     assert message.startswith(f"{path} is not valid JSON")
-    assert message.endswith("run `python3 download_model.py 124M --force` to fetch it again")
+    assert message.endswith(f"run `python3 download_model.py 124M --models_dir "
+                            f"{os.path.dirname(model_dir)} --force` to fetch it again")
 
 
 def test_missing_hparams_names_the_file(model_dir):

@@ -181,6 +181,20 @@ def test_strategy_rejects_bad_options_with_the_remedy(options, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("temperature", [float("inf"), float("nan")])
+def test_strategy_rejects_temperatures_that_are_not_finite(temperature):
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        sample.strategy(hparams=FAKE, temperature=temperature)
+
+
+def test_a_vanishing_temperature_is_greedy_not_a_crash():
+    assert sample.strategy(hparams=FAKE, temperature=1e-50)["temperature"] == 0.0
+    logits = rows(3) * 100
+    draw = sample.pick(logits, sample.new_seed(0), **sample.strategy(
+        hparams=FAKE, temperature=1e-50))
+    np.testing.assert_array_equal(draw.numpy(), np.argmax(logits.numpy(), -1))
+
+
 def test_strategy_clamps_top_k_to_the_vocabulary_and_casts_types():
     assert sample.strategy(hparams=FAKE, temperature=1, top_k=10 ** 6, top_p=1) == dict(
         temperature=1.0, top_k=V, top_p=1.0)
