@@ -203,13 +203,15 @@ def block(x, p, *, past, hparams: HParams, mask, pos=None):
     return x, present
 
 
-def model(params, X, *, hparams: HParams, past=None, pos=None):
+def model(params, X, *, hparams: HParams, past=None, pos=None, last_logits_only=False):
     """Logits for token ids X [batch, seq], and `present` to feed back as `past`.
 
     Without `pos` (the original API), `past` is None or [batch, n_layer, 2, head, n_past,
     head_dim] and `present` holds X's keys/values in that layout. With `pos` (a scalar:
     how many positions the cache already holds), `past` is the list of n_layer cache
-    variables from `empty_cache`, updated in place, and `present` is that list.
+    variables from `empty_cache`, updated in place, and `present` is that list. With
+    `last_logits_only`, logits are [batch, 1, n_vocab] for the last position only (a
+    sampler needs no more, and a long prompt's full logits are large).
     """
     X = tf.convert_to_tensor(X, tf.int32)  # [batch, seq]
     if pos is None:
@@ -234,6 +236,8 @@ def model(params, X, *, hparams: HParams, past=None, pos=None):
         h, present = block(h, params["h"][layer], past=layer_past, hparams=hparams,
                            mask=mask, pos=pos)
         presents.append(present)
+    if last_logits_only:
+        h, seq = h[:, -1:], 1  # [batch, 1, n_embd]
     h = norm(h, **params["ln_f"])  # [batch, seq, n_embd]
     # wte @ h^T, then a small transpose: measured faster on CPU than h @ wte^T (up to 2x
     # at batch 8), and wte is never copied or transposed.

@@ -70,7 +70,8 @@ def pick(logits: tf.Tensor, seed: tf.Tensor, *, temperature: float, top_k: int,
 def step(params, hparams: HParams, tokens, cache, pos):
     """Runs `tokens` [batch, seq] at positions pos.. against the cache variables (written
     in place); returns the last position's logits [batch, n_vocab] and the cache."""
-    out = model.model(params, tokens, hparams=hparams, past=cache, pos=pos)
+    out = model.model(params, tokens, hparams=hparams, past=cache, pos=pos,
+                      last_logits_only=True)
     return out["logits"][:, -1], out["present"]
 
 

@@ -67,6 +67,15 @@ def test_cache_decoding_in_place_equals_full_pass(tiny_model, chunks):
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=ATOL, rtol=0)
 
 
+def test_last_logits_only_equals_the_last_row_of_all_logits(tiny_model):
+    hparams, params = tiny_model
+    X = tokens(4, 9, batch=2)
+    full = model.model(params, X, hparams=hparams)["logits"].numpy()
+    last = model.model(params, X, hparams=hparams, last_logits_only=True)["logits"].numpy()
+    assert last.shape == (2, 1, TINY["n_vocab"])
+    np.testing.assert_allclose(last[:, 0], full[:, -1], atol=ATOL, rtol=0)
+
+
 def test_resized_cache_serves_a_new_batch_and_length(tiny_model):
     hparams, params = tiny_model
     cache = model.empty_cache(hparams=hparams, batch_size=1, length=1)
