@@ -160,6 +160,16 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return EXIT_OK
+    except Exception as e:  # noqa: BLE001 -- only TensorFlow's runtime errors, re-raised else
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(e, tf.errors.OpError):
+            raise
+        fix = ("use a smaller --batch_size or --length, or --dtype bfloat16"
+               if isinstance(e, tf.errors.ResourceExhaustedError) else
+               "please report it with the command that caused it")
+        detail = (e.message or type(e).__name__).strip().splitlines()[0][:200]
+        note(prog, f"error: TensorFlow failed ({type(e).__name__}: {detail}): {fix}")
+        return EXIT_FAILURE
     finally:
         signal.signal(signal.SIGTERM, previous)
 

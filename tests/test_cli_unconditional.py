@@ -158,3 +158,16 @@ def test_output_to_a_pipe_writes_records_without_reading_it_back(tmp_path):
     assert json.loads(os.read(reader, 1000)) == {"id": 0, "ended": False, "length": 2,
                                                  "text": "hi"}
     os.close(reader)
+
+
+def test_out_of_memory_is_one_line_with_the_remedy(run_script, monkeypatch):
+    import tensorflow as tf
+
+    def exhausted(self, context, **kw):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+    monkeypatch.setattr(samples_io.Model, "generate", exhausted)
+    r = run_script(gus, "--nsamples", 2, "--batch_size", 2, "--length", 4)
+    assert r.code == 1
+    assert r.stderr == ("generate_unconditional_samples.py: error: TensorFlow failed "
+                        "(ResourceExhaustedError: OOM when allocating tensor): use a smaller "
+                        "--batch_size or --length, or --dtype bfloat16\n")
