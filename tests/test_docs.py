@@ -61,7 +61,7 @@ NOT_RUN = {
         f"{INTERNET}: downloads from a mirror that exists only in the example",
     # The "## Speed and benchmarks" section.
     ("DEVELOPERS.md", ".venv/bin/pip install -r requirements-bench.txt"):
-        f"{INTERNET}: installs torch and transformers from PyPI",
+        f"{INTERNET}: installs psutil (and the test requirements) from PyPI",
     ("DEVELOPERS.md", ".venv/bin/python bench/bench_sampling.py --runs 5"): BENCH,
     ("DEVELOPERS.md", ".venv/bin/python bench/bench_sampling.py --runs 3 --only b1_256 b8_256"):
         BENCH,
