@@ -80,3 +80,44 @@ def read_tf1_checkpoint(model_dir: str, h: dict) -> dict:
 def copy_vocabulary(model_dir: str) -> None:
     for name in ("encoder.json", "vocab.bpe"):
         shutil.copy(os.path.join(DATA, name), os.path.join(model_dir, name))
+
+
+def write_tf1_training_run(run_dir: str, h: dict, weights: dict, *, steps=(1, 2)) -> dict:
+    """A run directory as nshepperd's fork of train.py writes it (gpt-2-simple's is the
+    same): TF1 variables under `model/`, a `global_step`, an AdamOptimizer (slots
+    `<weight>/Adam`, `<weight>/Adam_1`, `beta1_power`, `beta2_power`), and a Saver that
+    saves `model-<step>` after the given steps, run from the directory above `checkpoint/`
+    with a relative path, so the state file holds relative prefixes. Returns, for each
+    saved step, the weights as they were saved."""
+    import tensorflow as tf
+    v1 = tf.compat.v1
+    parent, name = os.path.split(os.path.abspath(run_dir))
+    os.makedirs(run_dir, exist_ok=True)
+    graph, saved = tf.Graph(), {}
+    with graph.as_default():
+        variables = {}
+        for var_name, value in weights.items():
+            scope, leaf = var_name.rsplit("/", 1)
+            with v1.variable_scope(scope):
+                variables[var_name] = v1.get_variable(leaf, initializer=value)
+        global_step = v1.train.get_or_create_global_step()
+        loss = tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables.values()])
+        train_op = v1.train.AdamOptimizer(1e-3).minimize(loss, global_step=global_step)
+        saver = v1.train.Saver(max_to_keep=5)
+        cwd = os.getcwd()
+        os.chdir(parent)
+        try:
+            with v1.Session(graph=graph) as sess:
+                sess.run(v1.global_variables_initializer())
+                for step in range(1, max(steps) + 1):
+                    sess.run(train_op)
+                    if step in steps:
+                        saver.save(sess, os.path.join(name, "model"), global_step=step)
+                        saved[step] = sess.run(variables)
+        finally:
+            os.chdir(cwd)
+    with open(os.path.join(run_dir, "hparams.json"), "w") as f:
+        json.dump(h, f, indent=2)
+    with open(os.path.join(run_dir, "counter"), "w") as f:
+        f.write(str(max(steps) + 1))  # nshepperd's step counter file
+    return saved

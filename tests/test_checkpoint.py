@@ -208,3 +208,77 @@ def test_hparams_json_that_is_not_an_object_is_rejected(model_dir):
     path = os.path.join(model_dir, "hparams.json")
     open(path, "w").write("[1, 2]")
     assert load_error(model_dir) == f"{path}: expected a JSON object, got list"
+
+
+# Run directories of TF1 training scripts (gpt-2-simple, nshepperd's fork) and of train.py
+@pytest.fixture(scope="module")
+def tf1_run(tmp_path_factory, tiny_weights):
+    run_dir = str(tmp_path_factory.mktemp("runs") / "run1")
+    saved = fx.write_tf1_training_run(run_dir, TINY, tiny_weights, steps=(1, 2))
+    return run_dir, saved
+
+
+@pytest.fixture
+def run_dir(tmp_path, tf1_run):
+    path = tmp_path / "checkpoint" / "run1"
+    shutil.copytree(tf1_run[0], path)
+    return str(path)
+
+
+def test_tf1_training_run_loads_the_newest_checkpoint_its_state_file_names(tf1_run):
+    run_dir, saved = tf1_run
+    files = set(os.listdir(run_dir))
+    assert {"model-1.index", "model-2.index", "model-2.meta", "counter"} <= files
+    assert not any(f.startswith("model.ckpt") for f in files)
+    assert 'model_checkpoint_path: "model-2"' in open(os.path.join(run_dir, "checkpoint")).read()
+    reader = tf.train.load_checkpoint(os.path.join(run_dir, "model-2"))
+    names = set(reader.get_variable_to_shape_map())
+    assert {"global_step", "beta1_power", "model/wte/Adam", "model/h1/mlp/c_fc/w/Adam_1"} <= names
+    hparams, params = checkpoint.load(run_dir)
+    flat = checkpoint.flat_from_tree(params, hparams)
+    assert list(flat) == list(fx.shapes(TINY))
+    for name, value in flat.items():
+        np.testing.assert_array_equal(value.numpy(), saved[2][name])
+    assert not np.array_equal(saved[1]["model/wte"], saved[2]["model/wte"])
+
+
+def write_state(run_dir, newest):
+    open(os.path.join(run_dir, "checkpoint"), "w").write(
+        f'model_checkpoint_path: "{newest}"\nall_model_checkpoint_paths: "{newest}"\n')
+
+
+def test_state_file_naming_an_older_step_is_followed(run_dir, tf1_run):
+    write_state(run_dir, "model-1")
+    _, params = checkpoint.load(run_dir)
+    np.testing.assert_array_equal(params["wte"].numpy(), tf1_run[1][1]["model/wte"])
+
+
+@pytest.mark.parametrize("named", ["/etc/model-2", "../run0/model-2", "sub/../../model-2"])
+def test_state_file_pointing_outside_a_run_directory_is_refused(run_dir, named):
+    write_state(run_dir, named)
+    message = load_error(run_dir)
+    assert message.startswith(f"{run_dir}/checkpoint names {named!r}, which is not inside "
+                              f"{run_dir}: only paths relative to the directory are followed")
+    assert "\n" not in message
+
+
+def test_state_file_naming_a_missing_checkpoint_says_to_pick_an_earlier_one(run_dir):
+    write_state(run_dir, "model-7")
+    assert load_error(run_dir) == (
+        f"{run_dir}/model-7.index is missing: point {run_dir}/checkpoint at an earlier "
+        f"checkpoint of the run (its all_model_checkpoint_paths lines list them) or train again")
+
+
+def test_run_directory_weights_and_slots_are_still_checked_against_hparams(run_dir):
+    json.dump(dict(TINY, n_layer=1), open(os.path.join(run_dir, "hparams.json"), "w"))
+    assert "has variables hparams.json does not describe (first: model/h1/" in load_error(run_dir)
+    json.dump(dict(TINY, n_embd=48), open(os.path.join(run_dir, "hparams.json"), "w"))
+    assert load_error(run_dir).startswith("variable model/wte has shape [97, 32]")
+
+
+def test_truncated_run_checkpoint_is_measured_against_its_index(run_dir):
+    data = os.path.join(run_dir, "model-2.data-00000-of-00001")
+    size = os.path.getsize(data)
+    os.truncate(data, size - 8)
+    assert load_error(run_dir).startswith(
+        f"{data} is {size - 8:,} bytes but its index implies {size:,}: the file is truncated")
