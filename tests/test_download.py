@@ -25,6 +25,8 @@ from http_fixture import Server
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import download_model as dm  # noqa: E402
+import download  # noqa: E402
+import download_http  # noqa: E402
 
 DATA = dm.DATA
 SIZES = {"checkpoint": 77, "encoder.json": 3000, "hparams.json": 90, DATA: 200_000,
@@ -299,17 +301,17 @@ def test_d7_partial_file_already_complete_pinned(run, server):
 
 def test_d7_killed_before_the_rename_unpinned(run, server, monkeypatch):
     monkeypatch.setattr(dm, "PINS", {})
-    publish = dm._publish
+    publish = download._publish
 
     def killed(part, final):
         if final.endswith(DATA):
             raise KeyboardInterrupt
         publish(part, final)
-    monkeypatch.setattr(dm, "_publish", killed)
+    monkeypatch.setattr(download, "_publish", killed)
     with pytest.raises(KeyboardInterrupt):
         run()
     assert run.path(DATA + ".part").read_bytes() == FILES[DATA] and not run.path(DATA).exists()
-    monkeypatch.setattr(dm, "_publish", publish)
+    monkeypatch.setattr(download, "_publish", publish)
     run()
     run.assert_complete()
     assert len(data_gets(server)) == 1  # the size recorded from the first response sufficed
@@ -319,7 +321,7 @@ def test_d7_killed_before_the_rename_unpinned(run, server, monkeypatch):
 def test_d8_short_body_detected_by_counting(run, server, monkeypatch, pinned):
     if not pinned:
         monkeypatch.setattr(dm, "PINS", {})
-    session = dm.make_session()
+    session = download.make_session()
 
     def lenient(r, *args, **kwargs):  # like urllib3 1.x: a short body is not an error
         r.raw.enforce_content_length = False
@@ -413,7 +415,7 @@ def test_d11_429_honours_retry_after_seconds_and_date(run, server):
     ])
     run()
     run.assert_complete()
-    assert run.sleeps[0] == 7 and 95 < run.sleeps[1] <= 100 and run.sleeps[2] == dm.RETRY_AFTER_CAP
+    assert run.sleeps[0] == 7 and 95 < run.sleeps[1] <= 100 and run.sleeps[2] == download_http.RETRY_AFTER_CAP
 
 
 def test_d11_backoff_is_capped(run, server):
@@ -426,7 +428,7 @@ def test_d11_backoff_is_capped(run, server):
 def test_d12_stalled_server_times_out_then_resumes(run, server):
     # Stall after whole chunks: bytes urllib3 had buffered for a chunk when the timeout fired
     # never reached the disk, and the resume starts from the disk.
-    stall_at = 2 * dm.CHUNK
+    stall_at = 2 * download_http.CHUNK
     server.script[f"/models/124M/{DATA}"].extend([{"stall": 30}, {"stall_after": stall_at}])
     start = time.monotonic()
     run(timeout=0.3)
@@ -475,9 +477,9 @@ def test_d15_https_to_http_is_refused():
     r.status_code, r.url = 302, "https://openaipublic.example/gpt-2/models/124M/checkpoint"
     r.headers["Location"] = "http://evil.example/checkpoint"
     with pytest.raises(dm.DownloadError, match="^refused redirect from https://.* to http://evil"):
-        dm._refuse_bad_redirect(r)
+        download_http.refuse_bad_redirect(r)
     r.headers["Location"] = "https://mirror.example/checkpoint"
-    dm._refuse_bad_redirect(r)  # https to https is fine
+    download_http.refuse_bad_redirect(r)  # https to https is fine
 
 
 def test_d16_http_proxy_is_used(run, server, monkeypatch):
@@ -653,7 +655,7 @@ def test_d23_progress_counts_written_bytes_from_the_resumed_offset(run, server):
 
 
 def test_d23_default_bar_is_quiet_without_a_terminal(capsys):
-    bar = dm._progress(total=10, initial=4, desc="x")
+    bar = download.progress_bar(total=10, initial=4, desc="x")
     bar.update(6)
     bar.close()
     assert bar.disable and capsys.readouterr().err == ""
