@@ -203,7 +203,8 @@ def block(x, p, *, past, hparams: HParams, mask, pos=None):
     return x, present
 
 
-def model(params, X, *, hparams: HParams, past=None, pos=None, last_logits_only=False):
+def model(params, X, *, hparams: HParams, past=None, pos=None, last_logits_only=False,
+          logits=True):
     """Logits for token ids X [batch, seq], and `present` to feed back as `past`.
 
     Without `pos` (the original API), `past` is None or [batch, n_layer, 2, head, n_past,
@@ -211,7 +212,9 @@ def model(params, X, *, hparams: HParams, past=None, pos=None, last_logits_only=
     how many positions the cache already holds), `past` is the list of n_layer cache
     variables from `empty_cache`, updated in place, and `present` is that list. With
     `last_logits_only`, logits are [batch, 1, n_vocab] for the last position only (a
-    sampler needs no more, and a long prompt's full logits are large).
+    sampler needs no more, and a long prompt's full logits are large). With `logits=False`,
+    the output holds `hidden` [batch, seq, n_embd] (after `ln_f`) instead of `logits`, for a
+    caller that needs the logits of a few positions at a time (score.py).
     """
     X = tf.convert_to_tensor(X, tf.int32)  # [batch, seq]
     if pos is None:
@@ -239,11 +242,13 @@ def model(params, X, *, hparams: HParams, past=None, pos=None, last_logits_only=
     if last_logits_only:
         h, seq = h[:, -1:], 1  # [batch, 1, n_embd]
     h = norm(h, **params["ln_f"])  # [batch, seq, n_embd]
+    present = tf.stack(presents, axis=1) if pos is None else presents
+    if not logits:
+        return {"hidden": h, "present": present}
     # wte @ h^T, then a small transpose: measured faster on CPU than h @ wte^T (up to 2x
     # at batch 8), and wte is never copied or transposed.
     logits = tf.matmul(wte, tf.reshape(h, [-1, hparams.n_embd]), transpose_b=True)
     logits = tf.reshape(tf.transpose(logits), [batch, seq, hparams.n_vocab])
-    present = tf.stack(presents, axis=1) if pos is None else presents
     return {"logits": logits, "present": present}
 
 
