@@ -1,11 +1,14 @@
-"""Download the released GPT-2 checkpoints into models/<name>/.
+"""Download the released GPT-2 checkpoints into models/<name>/, or a GPT-2 from the Hub.
 
-    python3 download_model.py 124M [355M ...] [--models_dir models] [--force]
+    python3 download_model.py 124M [355M ...] [--models_dir models] [--force] [--no_pins]
                               [--base_url URL] [--retries 5] [--timeout 30]
+    python3 download_model.py --hub OWNER/NAME [--revision REV] [--name NAME]
+    python3 download_model.py 124M --source hub
 
 The fetching itself (resume, retries, verification, atomic rename, the manifest and the lock)
-is `src/download.py`; this script knows the released models: their names, their files, where
-they are, and what they must look like (PINS).
+is `src/download.py`; what the released files must be is `src/released_files.py`; the Hub
+source is `src/hub_download.py`. This script is the command line over them: names and flags,
+the order of the files, exit codes, and remedies that can be pasted back into a shell.
 
 argparse, not fire: several positional names, and an unknown flag or a bad value must be a
 usage error (exit 2) without a traceback, which argparse does by itself.
@@ -27,55 +30,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src
 
 import requests  # noqa: E402
 
+import hub_download  # noqa: E402
 from download import DownloadError, Folder, Options, Pin, note, progress_bar  # noqa: E402
 from model_paths import OLD_NAMES, RELEASED as MODELS  # noqa: E402
+from released_files import DATA, DEFAULT_BASE_URL, FILENAMES, released_pins  # noqa: E402
 
-DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
-DATA = "model.ckpt.data-00000-of-00001"
-FILENAMES = ("checkpoint", "encoder.json", "hparams.json", DATA, "model.ckpt.index",
-             "model.ckpt.meta", "vocab.bpe")
 SMALL_FILE_CAP = 64 << 20  # bytes; the released small files are at most a few MB
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
-
-
-def _pins() -> dict[str, dict[str, Pin]]:
-    """Size and sha256 of the released files, as far as public sources give them.
-
-    124M: sizes as checked against the server by rasbt/LLMs-from-scratch
-    (ch05/01_main-chapter-code/tests.py); sha256 as listed by MontrealAI/AGI-Alpha-Agent-v0
-    (scripts/download_openai_gpt2.py), whose `checkpoint` and `hparams.json` digests equal those
-    of the files' published text, and whose vocabulary digests equal tiktoken's.
-    355M: hobg0blin/ganterbury-tales committed models/355M (commit da18c90, Nov 2019): the
-    checkpoint and hparams.json as files (sha256 computed here), the three model.ckpt files as
-    Git LFS pointers, which record each file's sha256 and size; the sizes equal
-    LLMs-from-scratch's.
-    774M, 1558M: the vocabulary (every size ships the same two files) and the data file's
-    size, 4 bytes per float32 parameter: n_vocab*n_embd + n_ctx*n_embd + n_layer*(12*n_embd**2
-    + 13*n_embd) + 2*n_embd, which gives exactly the published sizes of 124M and 355M. No
-    public source found gives their other files; those are bounded by SMALL_FILE_CAP.
-    """
-    vocab = {
-        "encoder.json": Pin(1042301, "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
-        "vocab.bpe": Pin(456318, "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
-    }
-    checkpoint = Pin(77, "dd1b025d2e155283f5e300ce95bf6d5b6bc0f7fe010db73daa6975eb896ab9cb")
-    return {
-        "124M": {**vocab, "checkpoint": checkpoint,
-                 "hparams.json": Pin(90, "d9d56e4121c427164e0c55c6f03c08e1daf9002b9b672825112d19097b680318"),
-                 DATA: Pin(497759232, "2060c885360cc0cf41d7a6dbc4d24b5127aae20260c8b5ae521b5a6578407118"),
-                 "model.ckpt.index": Pin(5215, "71916f763f9746f9b2a06b12d91996cf1084ae008d0424543d39391c5f2dc687"),
-                 "model.ckpt.meta": Pin(471155, "4668c448fa11531fd6700460487f73e82d3272960cea942252f8744bf225c77b")},
-        "355M": {**vocab, "checkpoint": checkpoint,
-                 "hparams.json": Pin(91, "310dfdb1f0c786b79d93459eaa470f3978d873bdc3e1f9fed1cad24d9dd0b1f6"),
-                 DATA: Pin(1419292672, "22b4212602a087d1cdeec3509648f4d7b1f181eaa33ce0f3c688fbfb732d622f"),
-                 "model.ckpt.index": Pin(10399, "4490e7b1f5ec0abfc1e111fcd27cdda7cb280c597ba0a885c364134e62ce43aa"),
-                 "model.ckpt.meta": Pin(926519, "06e1a92057d2a4fbdc483bd1f61a26cc274f1c999b84c6d9e9c50aa8d5ead44a")},
-        "774M": {**vocab, DATA: Pin(4 * 774_030_080)},
-        "1558M": {**vocab, DATA: Pin(4 * 1_557_611_200)},
-    }
-
-
-PINS = _pins()  # tests replace this table to serve small made-up files
+PINS = released_pins()  # tests replace this table to serve small made-up files
 
 
 def pin_for(model: str, name: str, *, no_pins: bool = False) -> Pin:
@@ -87,7 +49,7 @@ def pin_for(model: str, name: str, *, no_pins: bool = False) -> Pin:
     return pin
 
 
-class UsageError(DownloadError):
+class UsageError(ValueError):
     """A bad command line (exit 2)."""
 
 
@@ -153,15 +115,64 @@ def rerun_command(args: argparse.Namespace) -> str:
     same = python and os.path.dirname(os.path.abspath(python)) == os.path.dirname(sys.executable)
     command = ["python3" if same else sys.executable, os.path.abspath(__file__),
                *args.model_names, "--models_dir", os.path.abspath(args.models_dir)]
-    if args.base_url != DEFAULT_BASE_URL:
-        command += ["--base_url", args.base_url]
-    if args.no_pins:
-        command.append("--no_pins")
-    if args.retries != 5:
-        command += ["--retries", str(args.retries)]
-    if args.timeout != 30.0:
-        command += ["--timeout", f"{args.timeout:g}"]
-    return shlex.join(command)
+    flags = {"--hub": args.hub, "--name": args.name,
+             "--revision": args.revision if args.revision != "main" else None,
+             "--source": "hub" if args.source == "hub" else None,
+             "--base_url": None if args.hub or args.source == "hub" or
+             _base_url(args) == DEFAULT_BASE_URL else _base_url(args),
+             "--retries": str(args.retries) if args.retries != 5 else None,
+             "--timeout": f"{args.timeout:g}" if args.timeout != 30.0 else None}
+    command += [part for flag, value in flags.items() if value for part in (flag, value)]
+    return shlex.join(command + ["--no_pins"] * args.no_pins)
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    return args.base_url or os.environ.get("GPT2_BASE_URL") or DEFAULT_BASE_URL
+
+
+def _check(args: argparse.Namespace) -> None:
+    """What argparse cannot see: flags that go together, names, the environment's URLs."""
+    hub = args.hub is not None or args.source == "hub"
+    if args.hub is not None and args.model_names:
+        raise UsageError("give model names or --hub REPO, not both")
+    if args.name is not None and args.hub is None:
+        raise UsageError("--name goes with --hub (the released models keep their names)")
+    if args.revision != "main" and not hub:
+        raise UsageError("--revision goes with --hub or --source hub")
+    if hub and args.no_pins:
+        raise UsageError("--no_pins is for mirrors of the released files; files from the Hub "
+                         "are checked against the digests it publishes")
+    if hub and args.base_url:
+        raise UsageError("--base_url is for mirrors of OpenAI's storage; for a mirror of the "
+                         "Hub, set HF_ENDPOINT")
+    for name, value in (("GPT2_BASE_URL", _base_url(args)), ("HF_ENDPOINT", _endpoint())):
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+            raise UsageError(f"{name} must be an http(s) URL, got {value!r}")
+    if args.hub is not None:
+        hub_download.check_repo(args.hub)
+        hub_download.check_name(args.name or args.hub.split("/")[-1])
+    else:
+        args.model_names = resolve_names(args.model_names, note)
+
+
+def _endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT") or hub_download.DEFAULT_ENDPOINT
+
+
+def _run(args: argparse.Namespace, rerun: str) -> None:
+    if args.hub is None and args.source != "hub":
+        download(args.model_names, models_dir=args.models_dir, base_url=_base_url(args),
+                 force=args.force, no_pins=args.no_pins, retries=args.retries,
+                 timeout=args.timeout, rerun=rerun)
+        return
+    opts = Options(timeout=args.timeout, retries=args.retries, rerun=rerun,
+                   elsewhere="choose another --models_dir")
+    repos = ([(args.hub, args.name)] if args.hub is not None else
+             [(hub_download.RELEASED_ON_HUB[name], name) for name in args.model_names])
+    for repo, name in repos:
+        hub_download.download_hub(repo, revision=args.revision, name=name,
+                                  models_dir=args.models_dir, force=args.force, opts=opts,
+                                  endpoint=_endpoint(), token=os.environ.get("HF_TOKEN") or None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -186,10 +197,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _Parser(
         prog="download_model.py",
-        description="Download released GPT-2 checkpoints, resumable and verified.",
-        epilog="Exit codes: 0 done, 1 failed (run again to resume), 2 usage error, "
-               "130 interrupted, 143 terminated.")
-    p.add_argument("model_names", nargs="+", metavar="MODEL",
+        description="Download released GPT-2 checkpoints, or a GPT-2 from the Hugging Face "
+                    "Hub, resumable and verified.",
+        epilog="Environment: GPT2_BASE_URL (a mirror of OpenAI's storage), HF_ENDPOINT (a "
+               "mirror of the Hub), HF_TOKEN (for private or gated Hub repositories), "
+               "HTTP(S)_PROXY, NO_PROXY. Exit codes: 0 done, 1 failed (run again to resume), "
+               "2 usage error, 130 interrupted, 143 terminated.")
+    p.add_argument("model_names", nargs="*", metavar="MODEL",
                    help=f"one or more of {', '.join(MODELS)} (117M and 345M are old names)")
     p.add_argument("--models_dir", default="models", help="where to put <MODEL>/ (default: models)")
     p.add_argument("--force", action="store_true",
@@ -199,9 +213,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="accept a mirror's own files (a re-saved or fine-tuned checkpoint): "
                         "sizes from the server, sha256 recorded, instead of the released "
                         "files' sizes and digests")
-    p.add_argument("--base_url", type=url, default=os.environ.get("GPT2_BASE_URL") or DEFAULT_BASE_URL,
+    p.add_argument("--base_url", type=url,
                    help="where the files are: <base_url>/<MODEL>/<file> (default: $GPT2_BASE_URL, "
                         f"else {DEFAULT_BASE_URL})")
+    p.add_argument("--hub", metavar="REPO",
+                   help="fetch a GPT-2 from the Hugging Face Hub (e.g. openai-community/gpt2, "
+                        "distilbert/distilgpt2) and convert it into <models_dir>/<NAME>/")
+    p.add_argument("--revision", default="main",
+                   help="with --hub or --source hub: a branch, tag or commit (default: main)")
+    p.add_argument("--name", help="with --hub: the model folder's name (default: the "
+                                  "repository's name, e.g. gpt2)")
+    p.add_argument("--source", choices=("openai", "hub"), default="openai",
+                   help="where the released models come from: OpenAI's storage (default) or "
+                        "their copies on the Hub (124M: openai-community/gpt2, 355M: "
+                        "gpt2-medium, 774M: gpt2-large, 1558M: gpt2-xl), converted")
     p.add_argument("--retries", type=count, default=5,
                    help="attempts without progress before giving up on a file (default: 5)")
     p.add_argument("--timeout", type=seconds, default=30.0,
@@ -233,14 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        names = resolve_names(args.model_names, note)
-    except UsageError as e:
+        _check(args)
+    except ValueError as e:  # UsageError included
         parser.error(str(e))
     signal.signal(signal.SIGTERM, _on_sigterm)
     rerun = f"`{rerun_command(args)}`"
     try:
-        download(names, models_dir=args.models_dir, base_url=args.base_url, force=args.force,
-                 no_pins=args.no_pins, retries=args.retries, timeout=args.timeout, rerun=rerun)
+        _run(args, rerun)
+    except ValueError as e:  # a destination in the way of a conversion
+        parser.error(str(e))
     except DownloadError as e:
         print(f"download_model.py: error: {e}", file=sys.stderr)
         return EXIT_FAILURE

@@ -46,7 +46,7 @@ def test_real_vocabulary_digests_are_pinned(run, server, monkeypatch):
     vocab = {n: (ROOT / "tests/data" / n).read_bytes() for n in ("encoder.json", "vocab.bpe")}
     for name, data in vocab.items():
         server.serve(f"/models/124M/{name}", data)
-    real = dm._pins()["124M"]
+    real = dm.released_pins()["124M"]
     monkeypatch.setattr(dm, "PINS", {"124M": {**pins_for(FILES), "encoder.json": real["encoder.json"],
                                               "vocab.bpe": real["vocab.bpe"]}})
     run()
@@ -58,7 +58,7 @@ def test_real_vocabulary_digests_are_pinned(run, server, monkeypatch):
 
 
 def test_real_pins_match_the_released_sizes():
-    pins = dm._pins()
+    pins = dm.released_pins()
     assert [pins["124M"][n].size for n in dm.FILENAMES] == [77, 1042301, 90, 497759232, 5215, 471155, 456318]
     assert [pins[m][DATA].size for m in dm.MODELS] == [497_759_232, 1_419_292_672, 3_096_120_320, 6_230_444_800]
 
@@ -78,7 +78,7 @@ def test_several_models_and_old_names(run, server, monkeypatch):
 
 
 def test_default_base_url_is_the_original():
-    assert dm._parser().parse_args(["124M"]).base_url == "https://openaipublic.blob.core.windows.net/gpt-2/models"
+    assert dm._base_url(dm._parser().parse_args(["124M"])) == "https://openaipublic.blob.core.windows.net/gpt-2/models"
     assert dm.FILENAMES == ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
                             "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
 

@@ -30,7 +30,7 @@ def closed_port_url() -> str:
 
 @pytest.mark.parametrize("model", dm.MODELS)
 def test_html_with_200_for_every_file_is_never_saved(run, server, monkeypatch, model):
-    monkeypatch.setattr(dm, "PINS", dm._pins())  # the real pins: 774M/1558M lack some
+    monkeypatch.setattr(dm, "PINS", dm.released_pins())  # the real pins: 774M/1558M lack some
     for name in dm.FILENAMES:
         server.script[f"/models/{model}/{name}"].extend(
             [{"status": 200, "headers": {"Content-Type": "text/html; charset=utf-8"}, "body": PORTAL}] * 3)
@@ -238,7 +238,7 @@ def test_small_files_first_so_a_wrong_mirror_fails_before_the_big_ones(run, serv
 
 
 def test_no_pins_accepts_a_mirrors_own_files(run, server, monkeypatch):
-    monkeypatch.setattr(dm, "PINS", dm._pins())  # the real released files' pins
+    monkeypatch.setattr(dm, "PINS", dm.released_pins())  # the real released files' pins
     with pytest.raises(dm.DownloadError, match="checkpoint: sha256 .* differs from the expected .* --no_pins$"):
         run()
     server.script[f"/models/124M/{DATA}"].append({"drop_after": 80_000})
