@@ -204,11 +204,11 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def cannot_write(path: str, e: OSError, opts: Options) -> DownloadError:
+    """The one line for a file that cannot be written (or read): a full disk, or permissions."""
     if e.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return DownloadError(f"cannot write {path}: {e.strerror}: free some disk space or "
                              f"{opts.elsewhere}, then run {opts.rerun} again to resume")
-    return DownloadError(f"cannot write {path}: {e.strerror or e}: fix its permissions or "
-                         f"{opts.elsewhere}")
+    return DownloadError(f"{path}: {e.strerror or e}: fix its permissions or {opts.elsewhere}")
 
 
 def transfer(url: str, part: str, pin: Pin, meta: dict, opts: Options, *,

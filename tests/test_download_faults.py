@@ -5,6 +5,7 @@ remedies it prints, pasted back into a shell.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -119,9 +120,41 @@ def test_symlink_at_the_lock_or_manifest_is_not_followed(run, server, tmp_path):
     assert outside.read_text() == "keep" and not run.path(".download.json").is_symlink()
     run.path(".download.lock").unlink()
     run.path(".download.lock").symlink_to(outside)
-    with pytest.raises(dm.DownloadError, match="cannot write .*.download.lock: .*symbolic links"):
+    with pytest.raises(dm.DownloadError, match=r"/\.download\.lock: Too many levels of symbolic links: fix its"):
         run()
     assert outside.read_text() == "keep"
+
+
+def without_dac(args, cwd):
+    """The script as a user whom permissions bind: root without CAP_DAC_OVERRIDE."""
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("needs setpriv to drop root's permission override")
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    return subprocess.run([*prefix, sys.executable, str(ROOT / "download_model.py"), *args, "--no_pins"],
+                          cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_permission_problems_name_the_path_and_no_download(tmp_path, server):
+    args = ["124M", "--base_url", server.url + "/models"]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models").chmod(0o555)
+    try:
+        p = without_dac(args, tmp_path)
+    finally:
+        (tmp_path / "models").chmod(0o755)
+    assert p.returncode == 1 and p.stderr == ("download_model.py: error: models/124M: Permission denied: "
+                                              "fix its permissions or choose another --models_dir\n")
+    assert without_dac(args, tmp_path).returncode == 0
+    data = tmp_path / "models/124M" / DATA
+    data.chmod(0o000)  # as after a download as root in Docker
+    requests_before = len(server.requests)
+    p = without_dac(args, tmp_path)
+    assert p.returncode == 1 and p.stderr.splitlines()[-1] == (
+        f"download_model.py: error: models/124M/{DATA}: Permission denied: fix its permissions or "
+        f"choose another --models_dir")
+    assert len(server.requests) == requests_before  # a download would not fix it
+    data.chmod(0o644)
+    assert data.read_bytes() == FILES[DATA]
 
 
 # --- slow servers, damaged records, endless bodies ----------------------------------------
