@@ -145,9 +145,9 @@ def _check(args: argparse.Namespace) -> None:
     if hub and args.base_url:
         raise UsageError("--base_url is for mirrors of OpenAI's storage; for a mirror of the "
                          "Hub, set HF_ENDPOINT")
-    for name, value in (("GPT2_BASE_URL", _base_url(args)), ("HF_ENDPOINT", _endpoint())):
-        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
-            raise UsageError(f"{name} must be an http(s) URL, got {value!r}")
+    name, value = ("HF_ENDPOINT", _endpoint()) if hub else ("GPT2_BASE_URL", _base_url(args))
+    if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+        raise UsageError(f"{name} must be an http(s) URL, got {value!r}")
     if args.hub is not None:
         hub_download.check_repo(args.hub)
         hub_download.check_name(args.name or args.hub.split("/")[-1])
