@@ -1,7 +1,7 @@
 """A scripted HTTP server on 127.0.0.1 for the downloader's tests.
 
     server = Server()                       # listening on a free port, in a thread
-    server.serve("/models/124M/hparams.json", b"{}")
+    server.serve("/models/124M/hparams.json", b"{}")  # headers={...}: sent with it every time
     server.script["/models/124M/hparams.json"].append({"drop_after": 10})
     ... server.gets("/models/124M/hparams.json")   # headers of each GET, lower-case keys
 
@@ -17,6 +17,11 @@ Behaviours, as dict keys:
   range_start             claim this start in Content-Range (a 206 for the wrong bytes)
   no_length               send no Content-Length (the body ends when the connection closes)
   gzip                    gzip the body and say Content-Encoding: gzip
+  trickle                 send the body one byte at a time, this many bytes per second
+  endless                 after the headers, send bytes until the client goes away
+`server.link(path, location, headers)` answers every request for `path` with a 302 and
+those headers (what the Hugging Face Hub does for its large files). HEAD is answered like
+GET, without the body.
 HTTP/1.0, so every response closes its connection, as a dropped transfer would.
 A request in absolute form (`GET http://host/path`, what a client sends a proxy) is served
 by its path, so the same server can play a proxy.
@@ -33,6 +38,8 @@ class Server:
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.etags: dict[str, str] = {}
+        self.headers: dict[str, dict] = {}
+        self.links: dict[str, tuple[str, dict]] = {}
         self.script: dict[str, deque] = defaultdict(deque)
         self.requests: list[tuple[str, str, dict]] = []  # (method, request target, headers)
         self.sent: dict[str, int] = defaultdict(int)  # body bytes sent, by path
@@ -48,9 +55,13 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def serve(self, path: str, data: bytes, etag: str | None = '"v1"') -> None:
+    def serve(self, path: str, data: bytes, etag: str | None = '"v1"', headers: dict | None = None) -> None:
         self.files[path] = data
         self.etags[path] = etag
+        self.headers[path] = headers or {}
+
+    def link(self, path: str, location: str, headers: dict | None = None) -> None:
+        self.links[path] = (location, headers or {})
 
     def gets(self, path: str) -> list[dict]:
         with self.lock:
@@ -73,6 +84,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_HEAD(self):
+        self.do_GET()
+
     def do_GET(self):
         st, path = self.state, _path(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -87,6 +101,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if "redirect" in b:
             self._answer(302, {"Location": b["redirect"]}, b"")
+            return
+        if path in st.links and not b:
+            location, extra = st.links[path]
+            self._answer(302, {"Location": location, **extra}, b"")
             return
         data, etag = st.files.get(path), st.etags.get(path)
         if data is None:
@@ -111,11 +129,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {b.get('range_start', start)}-{len(data) - 1}/{len(data)}")
         if b.get("gzip"):
             self.send_header("Content-Encoding", "gzip")
-        for k, v in b.get("headers", {}).items():
+        for k, v in {**st.headers.get(path, {}), **b.get("headers", {})}.items():
             self.send_header(k, v)
         self.end_headers()
+        if self.command == "HEAD":
+            return
         limit = min(b.get("drop_after", len(body)), b.get("stall_after", len(body)))
-        self._send(path, body[:limit])
+        if "trickle" in b:
+            self._trickle(path, [body[:limit]], b["trickle"])
+        elif b.get("endless"):
+            self._trickle(path, iter(lambda: body, None), None)
+        else:
+            self._send(path, body[:limit])
         if "stall_after" in b:
             st.stop.wait(30)
 
@@ -124,7 +149,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for k, v in {"Content-Length": str(len(body)), **headers}.items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _trickle(self, path: str, pieces, per_second: float | None) -> None:
+        """Sends each byte of `pieces` (bytes, or an iterator of bytes) as it comes, at
+        `per_second` bytes a second, or as fast as it goes."""
+        st = self.state
+        try:
+            for piece in pieces:
+                for i in range(0, len(piece), 1 if per_second else len(piece) or 1):
+                    if per_second and st.stop.wait(1 / per_second):
+                        return
+                    if st.stop.is_set():
+                        return
+                    chunk = piece[i:i + 1] if per_second else piece
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                    with st.lock:
+                        st.sent[path] += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away
 
     def _send(self, path: str, body: bytes) -> None:
         st, step = self.state, 1 << 14

@@ -59,6 +59,16 @@ NOT_RUN = {
         f"{INTERNET}: downloads the real weights",
     ("DEVELOPERS.md", "GPT2_BASE_URL=http://mirror.local/gpt-2/models python3 download_model.py 1558M"):
         f"{INTERNET}: downloads from a mirror that exists only in the example",
+    ("DEVELOPERS.md", "python3 download_model.py 124M --base_url http://mirror.local/finetuned --no_pins"):
+        f"{INTERNET}: downloads from a mirror that exists only in the example",
+    ("DEVELOPERS.md", "python3 download_model.py --hub openai-community/gpt2"):
+        f"{INTERNET}: downloads from the Hugging Face Hub",
+    ("DEVELOPERS.md", "python3 download_model.py --hub distilbert/distilgpt2 --revision main --name distilgpt2"):
+        f"{INTERNET}: downloads from the Hugging Face Hub",
+    ("DEVELOPERS.md", "python3 download_model.py 1558M --source hub"):
+        f"{INTERNET}: downloads from the Hugging Face Hub",
+    ("DEVELOPERS.md", "HF_TOKEN=hf_xxx python3 download_model.py --hub my-org/private-gpt2 --name mine"):
+        f"{INTERNET}: downloads a private repository that exists only in the example",
     # The "## Speed and benchmarks" section.
     ("DEVELOPERS.md", ".venv/bin/pip install -r requirements-bench.txt"):
         f"{INTERNET}: installs psutil (and the test requirements) from PyPI",

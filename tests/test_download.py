@@ -8,133 +8,23 @@ import base64
 import email.utils
 import hashlib
 import json
-import os
 import random
 import resource
+import shlex
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from http_fixture import Server
+from download_fixtures import *  # noqa: F401,F403 -- the fixtures: clean_env, server, run
+from download_fixtures import (DATA, FILES, ROOT, SIZES, Server, data_gets, dm, pins_for, sha,
+                               subprocess_run, wait_for)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import download_model as dm  # noqa: E402
-import download  # noqa: E402
+import download  # noqa: E402 -- after download_fixtures, which puts the repository on the path
 import download_http  # noqa: E402
-
-DATA = dm.DATA
-SIZES = {"checkpoint": 77, "encoder.json": 3000, "hparams.json": 90, DATA: 200_000,
-         "model.ckpt.index": 5215, "model.ckpt.meta": 4000, "vocab.bpe": 2000}
-_rng = random.Random(5)
-FILES = {name: _rng.randbytes(size) for name, size in SIZES.items()}
-ENV_KEYS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "GPT2_BASE_URL")
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def pins_for(files: dict[str, bytes]) -> dict[str, dm.Pin]:
-    return {name: dm.Pin(len(data), sha(data)) for name, data in files.items()}
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for key in ENV_KEYS:
-        monkeypatch.delenv(key, raising=False)
-        monkeypatch.delenv(key.upper(), raising=False)
-    monkeypatch.setattr(dm, "PINS", {"124M": pins_for(FILES)})
-    old = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, old)  # main() installs its own handler
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    for name, data in FILES.items():
-        s.serve(f"/models/124M/{name}", data)
-    yield s
-    s.close()
-
-
-class Bar:
-    def __init__(self, total, initial, desc):
-        self.total, self.initial, self.n, self.desc, self.closed = total, initial, initial, desc, False
-
-    def update(self, k):
-        self.n += k
-
-    def close(self):
-        self.closed = True
-
-
-class Run:
-    """Calls dm.download with recording seams; keeps what it saw."""
-
-    def __init__(self, tmp_path, server):
-        self.dir = tmp_path / "models"
-        self.server = server
-        self.sleeps, self.logs, self.bars = [], [], []
-        self.on_sleep = None  # called with each delay: lets a test change the server meanwhile
-
-    def __call__(self, names=("124M",), **kw):
-        kw.setdefault("base_url", self.server.url + "/models")
-        kw.setdefault("timeout", 5.0)
-        dm.download(list(names), models_dir=str(self.dir), sleep=self.sleep,
-                    progress=self.progress, log=self.logs.append, **kw)
-
-    def sleep(self, delay):
-        self.sleeps.append(delay)
-        if self.on_sleep:
-            self.on_sleep(delay)
-
-    def progress(self, *, total, initial, desc):
-        self.bars.append(Bar(total, initial, desc))
-        return self.bars[-1]
-
-    def path(self, name, model="124M"):
-        return self.dir / model / name
-
-    def assert_complete(self, model="124M", files=FILES):
-        for name, data in files.items():
-            assert self.path(name, model).read_bytes() == data, name
-        assert not list((self.dir / model).glob("*.part"))
-
-
-@pytest.fixture
-def run(tmp_path, server):
-    return Run(tmp_path, server)
-
-
-def data_gets(server, model="124M"):
-    return server.gets(f"/models/{model}/{DATA}")
-
-
-def subprocess_run(args, cwd, *, unpinned=True, **kw):
-    """The script in a subprocess; `unpinned` clears PINS so made-up files verify."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ENV_KEYS}
-    if unpinned:
-        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import download_model as dm; "
-                f"dm.PINS = {{}}; sys.exit(dm.main(sys.argv[1:]))")
-        cmd = [sys.executable, "-c", code, *args]
-    else:
-        cmd = [sys.executable, str(ROOT / "download_model.py"), *args]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
-
-
-def wait_for(condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the condition"
-        time.sleep(0.01)
+import download_part  # noqa: E402
 
 
 # --- the normal case --------------------------------------------------------------------
@@ -156,19 +46,19 @@ def test_real_vocabulary_digests_are_pinned(run, server, monkeypatch):
     vocab = {n: (ROOT / "tests/data" / n).read_bytes() for n in ("encoder.json", "vocab.bpe")}
     for name, data in vocab.items():
         server.serve(f"/models/124M/{name}", data)
-    real = dm._pins()["124M"]
+    real = dm.released_pins()["124M"]
     monkeypatch.setattr(dm, "PINS", {"124M": {**pins_for(FILES), "encoder.json": real["encoder.json"],
                                               "vocab.bpe": real["vocab.bpe"]}})
     run()
     run.assert_complete(files={**FILES, **vocab})
     # the same name with other bytes is refused by the real pins
     server.serve("/models/124M/vocab.bpe", vocab["vocab.bpe"][:-1] + bytes([vocab["vocab.bpe"][-1] ^ 1]))
-    with pytest.raises(dm.DownloadError, match="vocab.bpe: sha256 .* differs from the released"):
+    with pytest.raises(dm.DownloadError, match="vocab.bpe: sha256 .* differs from the expected .* --no_pins$"):
         run(force=True)
 
 
 def test_real_pins_match_the_released_sizes():
-    pins = dm._pins()
+    pins = dm.released_pins()
     assert [pins["124M"][n].size for n in dm.FILENAMES] == [77, 1042301, 90, 497759232, 5215, 471155, 456318]
     assert [pins[m][DATA].size for m in dm.MODELS] == [497_759_232, 1_419_292_672, 3_096_120_320, 6_230_444_800]
 
@@ -188,7 +78,7 @@ def test_several_models_and_old_names(run, server, monkeypatch):
 
 
 def test_default_base_url_is_the_original():
-    assert dm._parser().parse_args(["124M"]).base_url == "https://openaipublic.blob.core.windows.net/gpt-2/models"
+    assert dm._base_url(dm._parser().parse_args(["124M"])) == "https://openaipublic.blob.core.windows.net/gpt-2/models"
     assert dm.FILENAMES == ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
                             "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
 
@@ -272,7 +162,7 @@ def test_d6_file_changed_upstream_with_pinned_digest(run, server):
     path = f"/models/124M/{DATA}"
     server.script[path].extend([{"drop_after": 80_000}, {"status": 503}])
     run.on_sleep = lambda _delay: server.serve(path, FILES[DATA][::-1], etag='"v2"')  # upstream changes
-    with pytest.raises(dm.DownloadError, match=r"sha256 .* differs from the released file's .* removed"):
+    with pytest.raises(dm.DownloadError, match=r"sha256 .* differs from the expected .*; removed the download"):
         run()
     gets = data_gets(server)
     assert gets[2]["range"] == "bytes=80000-" and gets[2]["if-range"] == '"v1"'
@@ -367,7 +257,7 @@ def test_content_md5_is_checked(run, server, monkeypatch):
 def test_a_different_file_is_refused_before_and_while_writing(run, server):
     path = f"/models/124M/{DATA}"
     server.serve(path, FILES[DATA] + b"0123456789")
-    with pytest.raises(dm.DownloadError, match="has 200,010 bytes, the released file 200,000"):
+    with pytest.raises(dm.DownloadError, match="has 200,010 bytes, not the 200,000 expected"):
         run()
     assert not run.path(DATA + ".part").exists()
     server.script[path].append({"no_length": True})  # the excess shows only while writing
@@ -394,7 +284,7 @@ def test_d10_exit_code_of_the_real_script(tmp_path, server):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 1
     assert err == f"download_model.py: error: HTTP 404 for {server.url}/nowhere/124M/checkpoint: " \
-                  "check the model name and --base_url\n"
+                  "check the model name and --base_url (or GPT2_BASE_URL)\n"
     assert not (tmp_path / "models/124M/checkpoint").exists()
 
 
@@ -428,7 +318,7 @@ def test_d11_backoff_is_capped(run, server):
 def test_d12_stalled_server_times_out_then_resumes(run, server):
     # Stall after whole chunks: bytes urllib3 had buffered for a chunk when the timeout fired
     # never reached the disk, and the resume starts from the disk.
-    stall_at = 2 * download_http.CHUNK
+    stall_at = 2 * download_part.CHUNK
     server.script[f"/models/124M/{DATA}"].extend([{"stall": 30}, {"stall_after": stall_at}])
     start = time.monotonic()
     run(timeout=0.3)
@@ -440,14 +330,17 @@ def test_d12_stalled_server_times_out_then_resumes(run, server):
 def test_d13_connection_refused(run, server):
     closed = Server()
     closed.close()  # a port nobody listens on
-    with pytest.raises(dm.DownloadError, match="^cannot reach 127.0.0.1: check the network or proxy"):
-        run(base_url=closed.url, retries=2)
-    assert run.sleeps == [1, 2]
+    with pytest.raises(dm.DownloadError, match=r"^cannot reach 127.0.0.1 \(Connection refused\): check "
+                       r"the network or proxy, or download from a mirror with --base_url URL \(or GPT2_BASE_URL\)$"):
+        run(base_url=closed.url, retries=5)
+    assert run.sleeps == [1]  # one retry at most: waiting does not make a port listen
 
 
 def test_d13_unknown_host(run):
-    with pytest.raises(dm.DownloadError, match="^cannot reach gpt2.invalid: check the network or proxy"):
-        run(base_url="http://gpt2.invalid/", retries=1)
+    with pytest.raises(dm.DownloadError, match=r"^cannot reach gpt2.invalid \(.+\): check the network or "
+                       r"proxy, or download from a mirror with --base_url URL \(or GPT2_BASE_URL\)$"):
+        run(base_url="http://gpt2.invalid/", retries=5)
+    assert len(run.sleeps) <= 1
 
 
 def test_d14_gzip_despite_identity(run, server):
@@ -564,7 +457,7 @@ def test_d19_interrupted_then_resumed(tmp_path, server, sig, code):
     p.send_signal(sig)
     out, err = p.communicate(timeout=30)
     assert p.returncode == code
-    assert "partial files are kept; run the same command again to resume" in err
+    assert "partial files are kept; run `" in err and "` to resume" in err
     assert "Traceback" not in err and "\r" not in err  # stderr is not a terminal: no bar
     assert not (tmp_path / "models/124M" / DATA).exists()
     have = part.stat().st_size
@@ -620,9 +513,12 @@ def test_d21_disk_full_names_the_path(tmp_path, server):
     p = subprocess_run(["124M", "--base_url", server.url + "/models"], tmp_path, preexec_fn=limit)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 1
-    assert err.splitlines()[-1] == (f"download_model.py: error: cannot write models/124M/{DATA}.part: "
-                                    "File too large: free some disk space or choose another "
-                                    "--models_dir, then run again to resume")
+    head, command, tail = err.splitlines()[-1].split("`")
+    assert head == (f"download_model.py: error: cannot write models/124M/{DATA}.part: File too large: "
+                    "free some disk space or choose another --models_dir, then run ")
+    assert tail == " again to resume"
+    assert shlex.split(command) == [sys.executable, str(ROOT / "download_model.py"), "124M", "--models_dir",
+                                    str(tmp_path / "models"), "--base_url", server.url + "/models", "--no_pins"]
     assert not (tmp_path / "models/124M" / DATA).exists()
 
 
@@ -642,7 +538,9 @@ def test_d22_usage_errors_exit_2(tmp_path, monkeypatch, capsys, argv):
     with pytest.raises(SystemExit) as e:
         dm.main(argv)
     assert e.value.code == 2
-    assert "usage: download_model.py" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("download_model.py: error: ") and err.endswith("; see --help\n")
+    assert err.count("\n") == 1 and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 
 
