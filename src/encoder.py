@@ -10,10 +10,13 @@ What is different from the original, and why:
   GPT-2's vocabulary every entry encodes to itself (checked exhaustively in the tests).
 - Results are cached per pre-token in a bounded cache (`cache_size` entries; the oldest half is
   dropped when it is full), so memory stays flat over a long stream of distinct words.
+- A pre-token of more than LONG_PIECE bytes is merged by `bpe.merge_ids`, in the same order
+  but in O(n log n): the original's scan per pass is quadratic in one long piece (a megabyte
+  without a space). `max_prompt_bytes` and `encode_tail` bound the work before BPE runs.
 - Decoding joins precomputed per-id strings and decodes once; `IncrementalDecoder` holds back
   an incomplete UTF-8 sequence instead of turning it into U+FFFD, for token-by-token streaming.
 - Files are read as UTF-8 whatever the locale, and bad files or ids raise `ValueError`s that
-  say which file or id and what to do.
+  say which file or id and what to do; `encoder.json` must give each id 0..n-1 once.
 
 `<|endoftext|>` (id 50256, `Encoder.eot_token`): `decode` renders it as the text
 "<|endoftext|>"; `encode` treats that text in a prompt as plain text, as the original does

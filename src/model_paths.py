@@ -61,7 +61,8 @@ def _contents(model_dir: str, name: str) -> str:
     tip = (f"; every GPT-2 size has the same {' and '.join(VOCABULARY)}: copy {name} from a "
            f"downloaded model" if name in VOCABULARY else "")
     return (f"{model_dir} is not a released model ({', '.join(RELEASED)}), so "
-            f"download_model.py cannot fetch it: a model directory must hold {needed}{tip}")
+            f"download_model.py cannot fetch it: a model directory must hold {needed} (or, "
+            f"for a training run, the model-<step> files its checkpoint file names){tip}")
 
 
 def missing_message(path: str) -> str:

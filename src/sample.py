@@ -5,7 +5,8 @@ logits; `step` runs the model on new tokens against a preallocated key/value cac
 updated in place; `Sampler` compiles a prefill and a one-token step around them, and
 `sample_sequence` (whole samples) and `stream_sequence` (token by token) share one loop
 over those. Shapes are dynamic in the traced functions, so a new prompt length, sample
-length or batch size reuses the same trace.
+length or batch size reuses the same trace. The entry points check their inputs (limits.py)
+before anything is allocated or run, and `sampler_for` keeps one Sampler per strategy.
 """
 from __future__ import annotations
 
