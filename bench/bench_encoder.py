@@ -1,18 +1,27 @@
 """Encode/decode throughput: this encoder vs the original algorithm vs tiktoken.
 
-Usage: python bench/bench_encoder.py [--size-mb 5] [--repeats 3]
+Usage: python bench/bench_encoder.py [--size-mb 5] [--repeats 3] [--long-mb 1]
 
 All three run on the same deterministic mixed corpus (tests/encoder_helpers.make_corpus:
 English, code, CJK/Arabic/Devanagari/Cyrillic and more, emoji, whitespace runs, digits).
 "cold" is the first encode by a freshly built encoder (empty cache); "warm" is the same
-encoder encoding the same text again. MB are 10**6 UTF-8 bytes of text. Prints a table and
-writes bench/results/encoder.json.
+encoder encoding the same text again. MB are 10**6 UTF-8 bytes of text.
+
+A second table times one long pre-token (`--long-mb` of random letters, then of random
+digits, with no space: one piece for GPT-2's pattern), the input that made BPE quadratic:
+this encoder against tiktoken, alternating run by run (median and best of `--repeats`), and
+the per-pass scan that short pieces still use (`Encoder._merge`, the original's order) on a
+20 KB piece to show what the heap path replaces. Prints both tables and writes
+bench/results/encoder.json.
 """
 
 import argparse
 import json
 import os
 import platform
+import random
+import statistics
+import string
 import sys
 import time
 
@@ -52,11 +61,38 @@ def measure(tokenizers, text, repeats):
     return {name: {k: min(v) for k, v in t.items()} for name, t in times.items()}, ids
 
 
+def long_piece_rows(enc, ref, size_mb, repeats):
+    """Seconds to encode one pre-token of `size_mb` MB, this encoder vs tiktoken."""
+    rows = []
+    rng = random.Random(7)
+    for kind, alphabet in (("letters", string.ascii_letters), ("digits", string.digits)):
+        text = "".join(rng.choice(alphabet) for _ in range(int(size_mb * 1e6)))
+        assert len(enc.pat.findall(text)) == 1
+        times = {"this encoder": [], "tiktoken (Rust)": []}
+        ids = {}
+        for _ in range(repeats):  # alternate the two, so load falls on both alike
+            for name, encode in (("this encoder", enc.encode),
+                                 ("tiktoken (Rust)", ref.encode_ordinary)):
+                seconds, ids[name] = timed(encode, text)
+                times[name].append(seconds)
+        small = text[:20_000]
+        word = small.encode("utf-8").decode("latin-1").translate(enc.byte_encoder)
+        scan = timed(enc._merge, list(word))[0]
+        rows.append({"kind": kind, "bytes": len(text),
+                     "identical_ids": ids["this encoder"] == ids["tiktoken (Rust)"],
+                     "n_tokens": len(ids["this encoder"]),
+                     **{f"{name} median_s": statistics.median(t) for name, t in times.items()},
+                     **{f"{name} best_s": min(t) for name, t in times.items()},
+                     "per-pass scan, 20 KB piece_s": scan})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--long-mb", type=float, default=1.0)
     args = parser.parse_args()
 
     text = make_corpus(int(args.size_mb * 1e6), seed=args.seed)
@@ -91,7 +127,20 @@ def main():
         print(f"{row['name']:20} {cells[0]:>12} {cells[1]:>12} {cells[2]:>10}")
     print(f"regex pre-tokenizing pass alone: {n_bytes / split / 1e6:.2f} MB/s")
 
-    result = {"corpus_bytes": n_bytes, "seed": args.seed, "repeats": args.repeats,
+    enc = tokenizers["this encoder"][0]()
+    long_rows = long_piece_rows(enc, ref, args.long_mb, args.repeats)
+    print(f"\none pre-token of {args.long_mb:g} MB (goal: under 5 s); seconds, median (best) "
+          f"of {args.repeats}, alternating")
+    print(f"{'':10} {'this encoder':>16} {'tiktoken':>16} {'same ids':>9}   "
+          f"per-pass scan of 20 KB")
+    for row in long_rows:
+        print(f"{row['kind']:10} {row['this encoder median_s']:8.2f} "
+              f"({row['this encoder best_s']:5.2f}) {row['tiktoken (Rust) median_s']:8.3f} "
+              f"({row['tiktoken (Rust) best_s']:5.3f}) {str(row['identical_ids']):>9}   "
+              f"{row['per-pass scan, 20 KB piece_s']:.1f} s")
+    same = same and all(row["identical_ids"] for row in long_rows)
+
+    result = {"corpus_bytes": n_bytes, "long_piece": long_rows, "seed": args.seed, "repeats": args.repeats,
               "identical_ids": same, "regex_split_mb_s": n_bytes / split / 1e6,
               "python": sys.version.split()[0], "machine": platform.machine(),
               "cpu_count": os.cpu_count(), "rows": rows,

@@ -23,8 +23,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
+import model_paths
 from model import HParams, redownload_hint
-from model_paths import download_command
 
 PREFIX = "model.ckpt"
 INDEX = PREFIX + ".index"
@@ -165,12 +165,11 @@ def remedy(path: str) -> str:
 
 
 def check_present(prefix: str) -> None:
-    index = prefix + ".index"
-    if not os.path.isfile(index):
-        raise ValueError(f"{index} is missing: {remedy(index)}")
-    if not data_files(prefix):
-        data = prefix + ".data-00000-of-00001"
-        raise ValueError(f"{data} is missing: {remedy(data)}")
+    """Missing or unreadable files are named here: TensorFlow would call them corrupt."""
+    for path in [prefix + ".index", *(data_files(prefix) or [prefix + ".data-00000-of-00001"])]:
+        if not os.path.lexists(path) and not os.path.basename(path).startswith(PREFIX + "."):
+            raise ValueError(f"{path} is missing: {remedy(path)}")  # a run's checkpoint
+        model_paths.check_readable(path)
 
 
 def check_data_size(prefix: str, shapes: dict, dtypes: dict, *, extra: bool) -> None:
@@ -247,7 +246,7 @@ def read_tensors(reader, names: list[str], data: str) -> Iterator[tuple[str, np.
 def load(model_dir: str, *, dtype=tf.float32) -> tuple[HParams, dict]:
     """(hparams, params) with each weight a non-trainable `tf.Variable` of `dtype`."""
     if not os.path.isdir(model_dir):
-        raise ValueError(f"{model_dir} not found: run `{download_command(model_dir)}`")
+        raise ValueError(model_paths.missing_dir_message(model_dir))
     hparams = HParams.from_json(os.path.join(model_dir, "hparams.json"))
     flat = {}
     for name, array in read_checkpoint(model_dir, hparams):

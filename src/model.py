@@ -7,14 +7,14 @@ function by function (`norm, conv1d, attn, mlp, block, model`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Any
 
 import tensorflow as tf
 
-from model_paths import download_command
+import model_paths
+from limits import shorten
 
 # Sizes past these are not GPT-2 checkpoints but typos or corrupt files; reject them before
 # TensorFlow tries to allocate them.
@@ -36,9 +36,9 @@ class HParams:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{field.name} must be an integer, got {value!r}")
+                raise ValueError(f"{field.name} must be an integer, got {shorten(value)}")
             if not 0 < value <= _LIMITS[field.name]:
-                raise ValueError(f"{field.name}={value} is out of range: expected 1.."
+                raise ValueError(f"{field.name}={shorten(value)} is out of range: expected 1.."
                                  f"{_LIMITS[field.name]}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
@@ -50,7 +50,8 @@ class HParams:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; expected "
+            shown = (k if len(k) <= 40 else k[:40] + "..." for k in unknown)
+            raise ValueError(f"{source}: unknown key(s) {', '.join(shown)}; expected "
                              f"{', '.join(sorted(known))}")
         try:
             return cls(**values)
@@ -61,15 +62,7 @@ class HParams:
     def from_json(cls, path: str | os.PathLike) -> "HParams":
         """Reads `hparams.json`; every problem is a ValueError naming the file."""
         path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        except FileNotFoundError:
-            raise ValueError(f"{path} not found: {redownload_hint(path)}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not valid JSON ({e}): {redownload_hint(path)}"
-                             ) from None
-        return cls.from_dict(values, source=path)
+        return cls.from_dict(model_paths.read_json(path, limit=1 << 16), source=path)
 
     @property
     def head_dim(self) -> int:
@@ -77,8 +70,8 @@ class HParams:
 
 
 def redownload_hint(path: str) -> str:
-    """The remedy for a missing or damaged file inside models/<name>/."""
-    return f"run `{download_command(os.path.dirname(path), force=True)}` to fetch it again"
+    """The remedy for a damaged file inside a model directory."""
+    return model_paths.damaged_remedy(path)
 
 
 def shape_list(x: tf.Tensor) -> list:

@@ -5,7 +5,8 @@ logits; `step` runs the model on new tokens against a preallocated key/value cac
 updated in place; `Sampler` compiles a prefill and a one-token step around them, and
 `sample_sequence` (whole samples) and `stream_sequence` (token by token) share one loop
 over those. Shapes are dynamic in the traced functions, so a new prompt length, sample
-length or batch size reuses the same trace.
+length or batch size reuses the same trace. The entry points check their inputs (limits.py)
+before anything is allocated or run, and `sampler_for` keeps one Sampler per strategy.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 import model
+from limits import (available_memory, check_batch_size, max_batch_size, number,  # noqa: F401
+                    out_of_vocabulary, token_ids, whole)
 from model import HParams
 
 
@@ -120,7 +123,7 @@ def seed_at(seed: tf.Tensor, index) -> tf.Tensor:
 
 def new_seed(seed: int | None) -> tf.Tensor:
     """A stateless seed [2] from a user's integer seed, or a fresh one for None."""
-    value = random.SystemRandom().getrandbits(62) if seed is None else int(seed)
+    value = random.SystemRandom().getrandbits(62) if seed is None else whole("seed", seed)
     return tf.constant([value & 0x7FFFFFFF, (value >> 31) & 0x7FFFFFFF], tf.int32)
 
 
@@ -135,13 +138,19 @@ def check_lengths(*, hparams: HParams, n_context: int, length: int) -> None:
                          f"{hparams.n_ctx} tokens: {remedy}")
 
 
-def context_array(*, start_token, batch_size, context) -> np.ndarray:
-    """The original's two ways to start: a start token, or a context of token ids."""
+def context_array(*, start_token, batch_size, context, n_vocab: int | None = None
+                  ) -> np.ndarray:
+    """The original's two ways to start: a start token, or a context of token ids. With
+    `n_vocab`, every id is checked against the vocabulary."""
     if (start_token is None) == (context is None):
         raise ValueError("specify exactly one of start_token and context")
+    if batch_size is not None and whole("batch_size", batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    vocab = n_vocab if n_vocab is not None else np.iinfo(np.int32).max
     if context is None:
-        return np.full([batch_size or 1, 1], start_token, np.int32)
-    context = np.asarray(context, np.int32)
+        start = token_ids("start_token", whole("start_token", start_token), n_vocab=vocab)
+        return np.full([batch_size or 1, 1], start, np.int32)
+    context = token_ids("context", context, n_vocab=vocab)
     if context.ndim == 1:
         context = np.tile(context[None], [batch_size or 1, 1])
     if context.ndim != 2 or context.shape[1] == 0:
@@ -156,51 +165,112 @@ def sample_sequence(*, params, hparams: HParams, length: int, start_token=None,
                     seed=None, stop_token=None, sampler: Sampler | None = None) -> np.ndarray:
     """The original's entry point: context (or start token) followed by up to `length`
     sampled tokens, as an array [batch, n_context + n_new]. With `stop_token`, generation
-    ends once every row has produced it."""
-    context = context_array(start_token=start_token, batch_size=batch_size, context=context)
-    sampler = sampler or Sampler(params, hparams, **strategy(
-        hparams=hparams, temperature=temperature, top_k=top_k, top_p=top_p))
+    ends once every row has produced it. Without `sampler`, the one `sampler_for` keeps for
+    this model and strategy is used, so repeated calls compile once."""
+    length = whole("length", length)
+    if batch_size is not None:  # before a [batch_size, n] array is made: bound it first
+        check_batch_size(whole("batch_size", batch_size), hparams=hparams,
+                         positions=min(length + 1, hparams.n_ctx),
+                         dtype_size=tf.as_dtype(params["wte"].dtype).size)
+    context = context_array(start_token=start_token, batch_size=batch_size, context=context,
+                            n_vocab=hparams.n_vocab)
+    if stop_token is not None:
+        stop_token = int(token_ids("stop_token", whole("stop_token", stop_token),
+                                   n_vocab=hparams.n_vocab))
+    cached = sampler is None
+    if cached:
+        sampler = sampler_for(params, hparams, temperature=temperature, top_k=top_k,
+                              top_p=top_p)
     new, done = [], np.zeros(context.shape[0], bool)
-    for token in draws(sampler, context, length=length, seed=seed):
-        new.append(token)
-        if stop_token is not None:
-            done |= token.numpy() == stop_token
-            if done.all():
-                break
+    try:
+        for token in draws(sampler, context, length=length, seed=seed):
+            new.append(token)
+            if stop_token is not None:
+                done |= token.numpy() == stop_token
+                if done.all():
+                    break
+    finally:
+        if cached:  # a kept sampler keeps no batch-sized cache between calls
+            model.resize_cache(sampler.cache, hparams=hparams, batch_size=1, length=1)
     return np.concatenate([context, tf.stack(new, axis=1).numpy()], axis=1)
 
 
-def stream_sequence(sampler: Sampler, context: np.ndarray, *, length: int,
+def stream_sequence(sampler: Sampler, context, *, length: int,
                     seed=None) -> Iterator[np.ndarray]:
     """Yields each new token batch [batch] as soon as it is drawn; the same draws as
-    `sample_sequence` for the same seed."""
-    for token in draws(sampler, np.asarray(context, np.int32), length=length, seed=seed):
-        yield token.numpy()
+    `sample_sequence` for the same seed. `context` is [batch, n] token ids (or [n]); the
+    arguments are checked at the call, the model runs as the tokens are taken."""
+    context = context_array(start_token=None, batch_size=None, context=context,
+                            n_vocab=sampler.hparams.n_vocab)
+    return (token.numpy() for token in draws(sampler, context, length=length, seed=seed))
 
 
 def draws(sampler: Sampler, context: np.ndarray, *, length: int, seed) -> Iterator[tf.Tensor]:
-    """The token loop shared by both entry points: prefill, then one step per token."""
-    n = context.shape[1]
-    check_lengths(hparams=sampler.hparams, n_context=n, length=int(length))
-    if int(length) < 1:
+    """The token loop shared by both entry points: prefill, then one step per token.
+    `context` is a checked int32 array [batch, n] (see `context_array`); the other
+    arguments are checked here, before the generator starts."""
+    batch, n = context.shape
+    length = whole("length", length)
+    check_lengths(hparams=sampler.hparams, n_context=n, length=length)
+    if length < 1:
         raise ValueError(f"length must be at least 1, got {length}")
-    seed = new_seed(seed)
-    token = sampler.prefill(tf.constant(context), tf.constant(n + int(length)), seed)
+    check_batch_size(batch, hparams=sampler.hparams, positions=n + length,
+                     dtype_size=sampler.cache[0].dtype.size)
+    return _loop(sampler, context, length, new_seed(seed))
+
+
+def _loop(sampler: Sampler, context: np.ndarray, length: int, seed) -> Iterator[tf.Tensor]:
+    n = context.shape[1]
+    token = sampler.prefill(tf.constant(context), tf.constant(n + length), seed)
     yield token
-    for i in range(1, int(length)):
+    for i in range(1, length):
         token = sampler.next(token, tf.constant(n + i - 1), seed, tf.constant(i))
         yield token
 
 
+class _Samplers:
+    """The samplers `sampler_for` made, for one model (params object) at a time."""
+
+    def __init__(self):
+        self.params, self.by_strategy = None, {}
+
+
+_SAMPLERS = _Samplers()
+
+
+def sampler_for(params, hparams: HParams, *, temperature=1, top_k=0, top_p=1) -> Sampler:
+    """The `Sampler` for this model and strategy, made (and traced) once and then reused.
+
+    Samplers are kept for the model of the latest call only: asking for another params
+    object drops them, and with them their hold on the old model's weights (as does
+    `clear_samplers()`). Like any Sampler, one generation at a time.
+    """
+    options = strategy(hparams=hparams, temperature=temperature, top_k=top_k, top_p=top_p)
+    if _SAMPLERS.params is not params:
+        clear_samplers()
+        _SAMPLERS.params = params
+    key = (hparams, options["temperature"], options["top_k"], options["top_p"])
+    if key not in _SAMPLERS.by_strategy:
+        _SAMPLERS.by_strategy[key] = Sampler(params, hparams, **options)
+    return _SAMPLERS.by_strategy[key]
+
+
+def clear_samplers() -> None:
+    """Forgets the samplers `sampler_for` kept (and the model they hold)."""
+    _SAMPLERS.params, _SAMPLERS.by_strategy = None, {}
+
+
 def strategy(*, hparams: HParams, temperature=1, top_k=0, top_p=1) -> dict:
     """Validated, typed sampling options; `ValueError` names the bad value and the fix."""
-    temperature, top_k, top_p = float(temperature), top_k, float(top_p)
+    temperature, top_p = number("temperature", temperature), number("top_p", top_p)
     if not 0 <= temperature < math.inf:
         raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
     if temperature < MIN_TEMPERATURE:
         temperature = 0.0  # the limit is greedy; float32 logits / 1e-50 would overflow
-    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 0:
-        raise ValueError(f"top_k must be a whole number >= 0 (0 disables it), got {top_k}")
+    if isinstance(top_k, float) and top_k.is_integer():
+        top_k = int(top_k)
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ValueError(f"top_k must be a whole number >= 0 (0 disables it), got {top_k!r}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] (1 disables it), got {top_p}")
     return dict(temperature=temperature, top_k=min(int(top_k), hparams.n_vocab),

@@ -121,3 +121,14 @@ def write_tf1_training_run(run_dir: str, h: dict, weights: dict, *, steps=(1, 2)
     with open(os.path.join(run_dir, "counter"), "w") as f:
         f.write(str(max(steps) + 1))  # nshepperd's step counter file
     return saved
+
+
+def unprivileged() -> list[str] | None:
+    """A command prefix that runs a child without the right to read files whose mode denies
+    it: nothing for a user other than root; for root (which reads a `chmod 000` file
+    anyway), setpriv without the DAC-override capabilities. None if that is not possible."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        return None
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]

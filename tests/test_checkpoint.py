@@ -1,6 +1,7 @@
 """Loading and writing the released checkpoint layout, and every loading fault (L1-L6)."""
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,27 @@ import model_paths
 from conftest import TINY
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLAIN_PATH = "/usr/bin:/bin"  # a user's PATH: no `python3` of this interpreter's environment
+
+
+@pytest.fixture(autouse=True)
+def plain_path(monkeypatch):
+    monkeypatch.setenv("PATH", PLAIN_PATH)
+
+
+def download(name, models_dir=None, *flags):
+    """The remedy command expected: this interpreter and the script by absolute path."""
+    words = [sys.executable, os.path.join(ROOT, "download_model.py"), name]
+    if models_dir is not None:
+        words += ["--models_dir", os.path.abspath(models_dir)]
+    return " ".join(map(shlex.quote, [*words, *flags]))
+
+
+def command_in(message: str) -> str:
+    """The command between backticks in a message."""
+    assert message.count("`") == 2, message
+    return message.split("`")[1]
 
 
 @pytest.fixture
@@ -76,11 +98,10 @@ def test_bfloat16_load_casts_every_weight(tiny_dir):
 def test_missing_model_dir_says_how_to_download(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as e:
         model_paths.model_dir_for("124M", str(tmp_path / "models"))
-    assert str(e.value) == (f"{tmp_path}/models/124M not found: run `python3 download_model.py "
-                            f"124M --models_dir {tmp_path}/models`")
+    assert str(e.value) == (f"{tmp_path}/models/124M not found: run "
+                            f"`{download('124M', tmp_path / 'models')}`")
     monkeypatch.chdir(tmp_path)
-    assert load_error("models/355M") == ("models/355M not found: run `python3 "
-                                         "download_model.py 355M`")
+    assert load_error("models/355M") == f"models/355M not found: run `{download('355M')}`"
 
 
 def test_old_model_names_find_the_new_folders_and_unknown_names_list_the_valid(tmp_path):
@@ -88,7 +109,7 @@ def test_old_model_names_find_the_new_folders_and_unknown_names_list_the_valid(t
     assert model_paths.model_dir_for("117M", str(tmp_path)) == str(tmp_path / "124M")
     with pytest.raises(ValueError) as e:
         model_paths.model_dir_for("345M", str(tmp_path))
-    assert f"{tmp_path}/355M not found: run `python3 download_model.py 355M" in str(e.value)
+    assert f"{tmp_path}/355M not found: run `{download('355M', tmp_path)}`" in str(e.value)
     with pytest.raises(ValueError, match="give --model_name one of 124M, 355M, 774M, 1558M"):
         model_paths.model_dir_for("tiny", str(tmp_path))
 
@@ -98,8 +119,10 @@ def test_old_model_names_find_the_new_folders_and_unknown_names_list_the_valid(t
 def test_missing_checkpoint_file_is_named(model_dir, name):
     os.remove(os.path.join(model_dir, name))
     message = load_error(model_dir)
-    assert f"{model_dir}/{name} is missing" in message
-    assert "download_model.py 124M" in message
+    # A plain re-run fetches only what is missing; --force would fetch all seven files.
+    assert message == (f"{model_dir}/{name} is missing: run `"
+                       f"{download('124M', os.path.dirname(model_dir))}` (it fetches only the "
+                       f"missing files)")
 
 
 def test_truncated_data_file_is_caught_before_tensorflow_reads_it(model_dir):
@@ -115,7 +138,8 @@ def test_flipped_byte_in_data_file_names_the_file(model_dir):
     flip(data, os.path.getsize(data) // 2)
     message = load_error(model_dir)
     assert message.startswith(f"{data}: variable model/")
-    assert "is corrupt" in message and "download_model.py 124M" in message
+    assert "is corrupt" in message and command_in(message) == download(
+        "124M", os.path.dirname(model_dir))
 
 
 def flip(path, offset):
@@ -146,8 +170,10 @@ def test_damaged_index_is_a_clear_error_in_a_fresh_process(model_dir, damage):
     assert result.returncode == 1, result.stderr
     models_dir = os.path.dirname(model_dir)
     assert result.stdout.strip() == (
-        f"{index} is corrupt or not a TensorFlow checkpoint index: run `python3 "
-        f"download_model.py 124M --models_dir {models_dir} --force` to fetch it again")
+        f"{index} is corrupt or not a TensorFlow checkpoint index: run "
+        f"`{download('124M', models_dir)}` to replace it (it downloads again every file that "
+        f"fails verification; add --force to download all seven again)")
+    assert "Traceback" not in result.stderr
 
 
 # L3
@@ -184,13 +210,12 @@ def test_hparams_that_is_an_error_page_names_the_file(model_dir):
     open(path, "w").write("<html><body>403 Forbidden</body></html>")
     message = load_error(model_dir)
     assert message.startswith(f"{path} is not valid JSON")
-    assert message.endswith(f"run `python3 download_model.py 124M --models_dir "
-                            f"{os.path.dirname(model_dir)} --force` to fetch it again")
+    assert command_in(message) == download("124M", os.path.dirname(model_dir))
 
 
 def test_missing_hparams_names_the_file(model_dir):
     os.remove(os.path.join(model_dir, "hparams.json"))
-    assert load_error(model_dir).startswith(f"{model_dir}/hparams.json not found: run")
+    assert load_error(model_dir).startswith(f"{model_dir}/hparams.json is missing: run")
 
 
 # L6
@@ -282,3 +307,154 @@ def test_truncated_run_checkpoint_is_measured_against_its_index(run_dir):
     os.truncate(data, size - 8)
     assert load_error(run_dir).startswith(
         f"{data} is {size - 8:,} bytes but its index implies {size:,}: the file is truncated")
+
+
+# --- Remedies that work when pasted (issue 14) -----------------------------------------------
+def test_a_remedy_is_a_command_that_runs_from_anywhere(tmp_path, monkeypatch):
+    """Absolute, shell-quoted paths and this interpreter: the printed command runs from
+    another directory, with a PATH whose python3 lacks the project's packages."""
+    odd = tmp_path / "my models" / "it's"
+    odd.mkdir(parents=True)
+    monkeypatch.chdir(odd.parent)
+    with pytest.raises(ValueError) as e:
+        model_paths.model_dir_for("124M", "it's")
+    command = command_in(str(e.value))
+    argv = shlex.split(command)
+    assert argv == [sys.executable, os.path.join(ROOT, "download_model.py"), "124M",
+                    "--models_dir", str(odd)]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(["bash", "-c", command + " --help"], cwd=elsewhere, timeout=60,
+                          capture_output=True, text=True, env=dict(os.environ, PATH=PLAIN_PATH))
+    assert done.returncode == 0, done.stderr
+    assert "--models_dir" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_models_dir_is_left_out_only_where_it_is_the_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert shlex.split(model_paths.download_command("models/774M"))[2:] == ["774M"]
+    assert shlex.split(model_paths.download_command(str(tmp_path / "models" / "774M")))[2:] \
+        == ["774M"]
+    assert shlex.split(model_paths.download_command("other/774M"))[2:] == [
+        "774M", "--models_dir", str(tmp_path / "other")]
+
+
+def test_python3_is_printed_only_when_it_runs_this_interpreter(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    if shutil.which("python3") is None or os.path.realpath(shutil.which("python3")) != \
+            os.path.realpath(sys.executable):
+        pytest.skip("this interpreter's folder has no python3 for it")
+    assert model_paths.python_command() == "python3"  # as in an activated venv
+    other = tmp_path / "bin"
+    other.mkdir()
+    os.symlink(os.path.realpath(sys.executable), other / "python3")  # same binary, no venv
+    monkeypatch.setenv("PATH", str(other))
+    assert model_paths.python_command() == shlex.quote(sys.executable)
+
+
+def test_after_an_offline_first_run_the_remedy_is_a_plain_download(tmp_path):
+    """Nothing was ever fetched: no "not found ... --force", just the download."""
+    model_dir = tmp_path / "models" / "355M"
+    model_dir.mkdir(parents=True)
+    for leftover in (".download.lock", "hparams.json.part", ".download.json"):
+        (model_dir / leftover).write_text("")
+    message = load_error(model_dir)
+    assert message == (f"{model_dir}/hparams.json is missing: nothing has been downloaded "
+                       f"into {model_dir} yet: run `{download('355M', tmp_path / 'models')}`")
+
+
+def test_a_damaged_file_names_what_force_does_without_requiring_it(model_dir):
+    flip(os.path.join(model_dir, checkpoint.DATA), 1000)
+    message = load_error(model_dir)
+    assert "--force" not in command_in(message)
+    assert message.endswith("add --force to download all seven again)")
+
+
+@pytest.fixture
+def converted_dir(tmp_path, tiny_dir):
+    """A model directory in the released layout that is not a released name (a converted
+    model, say): download_model.py cannot fetch it."""
+    path = tmp_path / "converted" / "tiny-hub"
+    shutil.copytree(tiny_dir, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["hparams.json", checkpoint.INDEX, checkpoint.DATA])
+def test_a_directory_download_model_cannot_fetch_gets_no_download_command(converted_dir, name):
+    os.remove(os.path.join(converted_dir, name))
+    message = load_error(converted_dir)
+    assert message.startswith(f"{converted_dir}/{name} is missing: {converted_dir} is not a "
+                              f"released model")
+    assert "download_model.py cannot fetch it" in message and "`" not in message
+    assert "a model directory must hold hparams.json, encoder.json, vocab.bpe, " \
+           "model.ckpt.index, model.ckpt.data-00000-of-00001" in message
+
+
+def test_a_damaged_file_of_another_directory_says_to_restore_it(converted_dir):
+    open(os.path.join(converted_dir, "hparams.json"), "w").write("<html>")
+    message = load_error(converted_dir)
+    assert "restore it from where the model came from" in message and "`" not in message
+
+
+def test_a_model_name_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "124M").write_text("")
+    with pytest.raises(ValueError, match="124M is not a directory"):
+        model_paths.model_dir_for("124M", str(tmp_path))
+
+
+# --- Files that cannot be read (issue 13) ----------------------------------------------------
+@pytest.mark.parametrize("name", ["hparams.json", checkpoint.INDEX, checkpoint.DATA])
+def test_a_directory_in_place_of_a_file_is_named_without_download_advice(model_dir, name):
+    path = os.path.join(model_dir, name)
+    os.remove(path)
+    os.mkdir(path)
+    message = load_error(model_dir)
+    assert message.startswith(f"{path} cannot be read (Is a directory)")
+    assert "download" not in message and "--force" not in message
+
+
+UNREADABLE = """
+import json, os, sys
+import checkpoint, encoder
+model_dir = sys.argv[1]
+models_dir, name = os.path.split(model_dir)
+found = {}
+for target in sys.argv[2:]:
+    path = os.path.join(model_dir, target) if target != "." else model_dir
+    mode = os.stat(path).st_mode
+    os.chmod(path, 0)
+    try:
+        if target in ("encoder.json", "vocab.bpe"):
+            encoder.get_encoder(name, models_dir)
+        else:
+            checkpoint.load(model_dir)
+        found[target] = "loaded"
+    except ValueError as e:
+        found[target] = str(e)
+    finally:
+        os.chmod(path, mode)
+print(json.dumps(found))
+"""
+
+
+def test_unreadable_files_name_the_file_and_the_reason_not_a_download(model_dir):
+    """chmod 000 (files downloaded as root in Docker, read by a user): one child process
+    without the privilege to read them anyway, trying each file in turn."""
+    prefix = fx.unprivileged()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: cannot take away the right to read")
+    fx.copy_vocabulary(model_dir)
+    names = ["hparams.json", checkpoint.INDEX, checkpoint.DATA, "encoder.json", "vocab.bpe", "."]
+    done = subprocess.run([*prefix, sys.executable, "-c", UNREADABLE, model_dir, *names],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=SRC))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    found = json.loads(done.stdout)
+    for name in names:
+        path = os.path.join(model_dir, name) if name != "." else model_dir
+        message = found[name]
+        assert message.startswith(f"{path} cannot be read (Permission denied)") or (
+            name == "." and "cannot be read (Permission denied): give this user read access "
+                            f"to {model_dir} " in message), (name, message)
+        assert "download" not in message and "--force" not in message, (name, message)
+        assert "chmod a+rX" in message

@@ -227,7 +227,7 @@ def test_missing_file_is_named_with_the_remedy(model_dir, name):
     models_dir, target = model_dir
     (target / name).unlink()
     message = _error(models_dir)
-    assert str(target / name) in message and "not found" in message
+    assert str(target / name) in message and "is missing" in message
     assert "download_model.py 124M" in message
 
 
@@ -276,3 +276,173 @@ def test_files_are_read_as_utf8_whatever_the_locale(model_dir):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(reference_tokenizer().encode_ordinary(" привет"))
+
+
+# --- one long pre-token (issue 13): O(n log n), the same ids --------------------------------
+def _random_piece(alphabet, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return "".join(rng.choice(list(alphabet), n))
+
+
+LONG = [
+    ("letters", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    ("digits", "0123456789"), ("two letters", "ab"), ("punctuation", "!-=.#/"),
+    ("CJK", "中文字語"), ("accents", "éàüß"),
+]
+
+
+@pytest.mark.parametrize("kind, alphabet", LONG)
+def test_a_long_piece_gives_the_original_ids(enc, original, reference, kind, alphabet):
+    text = _random_piece(alphabet, 3000)
+    assert len(enc.pat.findall(text)) == 1  # one pre-token: the long path
+    ids = enc.encode(text)
+    assert ids == original.encode(text) == reference.encode_ordinary(text)
+    word = text.encode("utf-8").decode("latin-1").translate(enc.byte_encoder)
+    assert enc.bpe(word) == original.bpe(word)  # the original API goes the same way
+
+
+@pytest.mark.parametrize("kind, alphabet", LONG[:3])
+def test_a_very_long_piece_gives_tiktokens_ids(enc, reference, kind, alphabet):
+    text = _random_piece(alphabet, 200_000, seed=1)
+    ids = enc.encode(text)
+    assert ids == reference.encode_ordinary(text)
+    assert enc.decode(ids) == text
+    assert text not in enc.cache  # long pieces are not cached
+
+
+@PROPERTY
+@given(st.text(alphabet=st.sampled_from(list("aabbc0 1é中!")), min_size=17, max_size=300))
+def test_both_merge_paths_agree_with_the_original(enc, original, text):
+    word = text.encode("utf-8").decode("latin-1").translate(enc.byte_encoder)
+    merged = enc._merge(list(word))  # the per-pass scan, used for short pieces
+    assert enc._merge_long(text.encode("utf-8")) == [enc.encoder[t] for t in merged]
+    assert enc.encode(text) == original.encode(text)
+
+
+def test_the_long_path_merges_in_passes_as_the_original_not_one_pair_at_a_time():
+    """A vocabulary where the two orders differ: after "bc", every "a bc" becomes "abc" in
+    one pass; merging one pair at a time would make "abca" from the first "abc" and the
+    next "a" (a lower rank) before the second "a bc" is merged."""
+    vocab = {c: i for i, c in enumerate(encoder.bytes_to_unicode().values())}
+    merges = [("b", "c"), ("a", "b"), ("ab", "c"), ("abc", "a"), ("a", "bc")]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    synthetic = encoder.Encoder(vocab, merges)
+    reference_ids = OriginalEncoder(vocab, merges)
+    for text in ["abcabc", "abcabc" * 20]:  # short path, long path
+        assert synthetic.encode(text) == reference_ids.encode(text) == \
+            [vocab["abc"]] * (len(text) // 3)
+
+
+# --- bounds before BPE (issue 13) ------------------------------------------------------------
+def test_max_prompt_bytes_is_what_n_tokens_can_hold(enc):
+    longest = max(enc.decoder, key=lambda i: len(enc.decode_bytes([i])))
+    text = enc.decode([longest])
+    assert enc.encode(text) == [longest]
+    assert enc.max_prompt_bytes(1) == len(text.encode("utf-8")) == enc.max_token_bytes == 128
+    assert enc.max_prompt_bytes(1024) == 1024 * 128
+    with pytest.raises(ValueError, match="n_tokens must be a whole number"):
+        enc.max_prompt_bytes(2.5)
+
+
+@PROPERTY
+@given(st.text())
+def test_no_text_needs_fewer_tokens_than_its_bytes_allow(enc, text):
+    n = len(enc.encode(text))
+    assert len(text.encode("utf-8")) <= enc.max_prompt_bytes(n)
+
+
+def test_encode_tail_equals_the_end_of_encode(enc, corpus):
+    text = corpus[:300_000]
+    ids = enc.encode(text)
+    for n in [1, 7, 100, 1000, 3000]:
+        assert enc.encode_tail(text, n) == ids[-n:], n
+    assert enc.encode_tail("hello world", 5) == [31373, 995]
+    assert enc.encode_tail("hello world", 0) == []
+
+
+def test_encode_tail_of_one_huge_piece_is_a_suffix_of_the_text(enc):
+    text = "ab" * 500_000
+    ids = enc.encode_tail(text, 1000)
+    assert len(ids) == 1000 and text.endswith(enc.decode(ids))
+
+
+# --- ids in every form; floats refused (issue 13) --------------------------------------------
+def test_the_incremental_decoder_takes_what_stream_sequence_yields(enc):
+    ids = enc.encode("hello world 你好")
+    dec = enc.incremental_decoder()
+    text = "".join(dec.decode(np.array([i], np.int32)) for i in ids) + dec.flush()
+    assert text == "hello world 你好"
+    assert enc.incremental_decoder().decode(np.array(31373)) == "hello"  # a 0-d array
+    assert enc.incremental_decoder().decode(np.int64(31373)) == "hello"
+    assert enc.decode(np.array([31373, 995], np.uint16)) == "hello world"
+
+
+@pytest.mark.parametrize("bad, shown", [
+    ([31373, 1.0], "1.0"), (np.array([995.0]), "995.0"), ([True, 2.5], "2.5"),
+])
+def test_float_ids_are_refused_not_truncated(enc, bad, shown):
+    for decode in (enc.decode, enc.incremental_decoder().decode):
+        with pytest.raises(ValueError, match=f"token id {shown} is outside the vocabulary"):
+            decode(bad)
+
+
+def test_an_array_of_rows_is_refused_with_its_shape(enc):
+    with pytest.raises(ValueError, match=r"flat sequence of ids, got an array of shape \(2, 1\)"):
+        enc.decode(np.array([[1], [2]]))
+
+
+# --- encoder.json checked whole (issue 13) ---------------------------------------------------
+@pytest.mark.parametrize("change, message", [
+    ({"hello": 0}, "tokens '!' and 'hello' both have id 0"),
+    ({"<|endoftext|>": 50257}, "token '<|endoftext|>' has id 50257, but the ids of 50257 "
+                               "tokens must be 0..50256"),
+    ({"hello": -1}, "token 'hello' has id -1"),
+    ({"hello": 10 ** 30}, "token 'hello' has id 1000000000000000000000000000000"),
+])
+def test_encoder_json_ids_must_be_exactly_0_to_n_minus_1(model_dir, change, message):
+    models_dir, target = model_dir
+    vocab, _ = load_vocab()
+    vocab.update(change)
+    (target / "encoder.json").write_text(json.dumps(vocab))
+    error = _error(models_dir)
+    assert error.startswith(f"{target / 'encoder.json'}: {message}")
+    assert "download_model.py 124M" in error
+
+
+def test_encoder_json_must_hold_every_byte_token(model_dir):
+    models_dir, target = model_dir
+    vocab, _ = load_vocab()
+    vocab["not a byte"] = vocab.pop("!")
+    (target / "encoder.json").write_text(json.dumps(vocab))
+    assert _error(models_dir).startswith(f"{target / 'encoder.json'} lacks the byte token '!'")
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[" * 5000 + "]" * 5000, "nests arrays or objects too deeply to be read"),
+    ('{"!": 1' + "0" * 5000 + "}", "holds a number too long to read"),
+])
+def test_encoder_json_errors_of_every_kind_name_the_file(model_dir, text, problem):
+    models_dir, target = model_dir
+    (target / "encoder.json").write_text(text)
+    assert _error(models_dir).startswith(f"{target / 'encoder.json'} {problem}")
+
+
+@pytest.mark.parametrize("name", list(SHA256))
+def test_a_directory_in_place_of_a_vocabulary_file_is_named(model_dir, name):
+    models_dir, target = model_dir
+    (target / name).unlink()
+    (target / name).mkdir()
+    message = _error(models_dir)
+    assert message.startswith(f"{target / name} cannot be read (Is a directory)")
+    assert "download" not in message
+
+
+def test_vocabulary_files_of_a_run_directory_say_where_to_copy_them_from(tmp_path):
+    run = tmp_path / "run1"
+    run.mkdir()
+    shutil.copy(os.path.join(DATA_DIR, "vocab.bpe"), run / "vocab.bpe")
+    with pytest.raises(ValueError) as e:
+        encoder.get_encoder("run1", str(tmp_path))
+    assert "`" not in str(e.value)  # no command to paste: download_model.py cannot fetch it
+    assert "copy encoder.json from a downloaded model" in str(e.value)

@@ -118,3 +118,37 @@ def test_hparams_rejects_invalid_values(tmp_path, values, message):
         model.HParams.from_json(path)
     assert message in str(e.value)
     assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[" * 5000 + "]" * 5000, "nests arrays or objects too deeply to be read"),
+    ('{"n_vocab": 1' + "0" * 5000 + "}", "holds a number too long to read"),
+    ('{"n_vocab": 5', "is not valid JSON (Expecting ',' delimiter, line 1 column 14)"),
+    (b"\xff\xfe{}", "is not UTF-8 text (invalid start byte at byte 0)"),
+])
+def test_every_kind_of_json_error_names_the_file(tmp_path, text, problem):
+    """A RecursionError or Python's integer-digits ValueError would name no file."""
+    path = tmp_path / "124M" / "hparams.json"
+    path.parent.mkdir()
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    with pytest.raises(ValueError) as e:
+        model.HParams.from_json(path)
+    assert str(e.value).startswith(f"{path} {problem}")
+    assert "download_model.py 124M" in str(e.value)
+
+
+def test_a_huge_number_within_the_digit_limit_is_shown_short(tmp_path):
+    path = tmp_path / "hparams.json"
+    path.write_text(json.dumps(dict(TINY, n_ctx=int("9" * 4000))))
+    with pytest.raises(ValueError) as e:
+        model.HParams.from_json(path)
+    assert str(e.value).startswith(f"{path}: n_ctx=99999999999999999999...(4000 characters) "
+                                   f"is out of range")
+    assert len(str(e.value)) < 200 + len(str(path))
+
+
+def test_a_file_far_larger_than_any_hparams_json_is_not_read_whole(tmp_path):
+    path = tmp_path / "hparams.json"
+    path.write_text('{"n_vocab": 50257' + " " * (1 << 20) + "}")
+    with pytest.raises(ValueError, match="is larger than 65,536 bytes"):
+        model.HParams.from_json(path)

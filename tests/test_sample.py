@@ -213,3 +213,155 @@ def test_greedy_on_the_tiny_model_matches_the_reference(tiny_model, tiny_weights
                                  temperature=1, top_k=1)
     assert out[0, 3:].tolist() == reference_gpt2.greedy(tiny_weights, context,
                                                          TINY["n_head"], 20)
+
+
+# --- inputs checked at the boundary (issue 13) ----------------------------------------------
+def fake_sample(**kwargs):
+    options = dict(params=FAKE_PARAMS, hparams=FAKE, length=3, context=[[1]],
+                   sampler=fake_sampler(temperature=0))
+    return sample.sample_sequence(**{**options, **kwargs})
+
+
+@pytest.mark.parametrize("context, message", [
+    ([[1, V]], f"context holds token id {V}, outside the vocabulary: ids are 0..{V - 1}"),
+    ([3, -1], "context holds token id -1, outside the vocabulary"),
+    ([2 ** 32 + 1], "context holds token id 4294967297, outside"),  # no wrap to 1 in int32
+    ([1.5, 2], "context must hold integer token ids, got 1.5"),
+    ([2.0], "context must hold integer token ids, got 2.0"),
+    ([True], "context must hold integer token ids, got True"),
+    ([[1, 2], [3]], "context must be a list of token ids or equal-length rows of them"),
+])
+def test_context_ids_are_checked_before_the_model_runs(context, message):
+    with pytest.raises(ValueError) as e:
+        fake_sample(context=context)
+    assert str(e.value).startswith(message)
+    with pytest.raises(ValueError) as e:
+        sample.stream_sequence(fake_sampler(), context, length=2)  # at the call, not later
+    assert str(e.value).startswith(message)
+
+
+def test_an_id_past_the_vocabulary_never_reaches_tensorflow(tiny_model):
+    """On CPU the embedding gather fails ("Graph execution error"); on a GPU it reads zeros."""
+    hparams, params = tiny_model
+    with pytest.raises(ValueError, match=f"token id {hparams.n_vocab}, outside the vocabulary"):
+        sample.sample_sequence(params=params, hparams=hparams, length=2,
+                               context=[1, hparams.n_vocab], top_k=1)
+    with pytest.raises(ValueError, match="start_token holds token id -5"):
+        sample.sample_sequence(params=params, hparams=hparams, length=2, start_token=-5,
+                               batch_size=1)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(length=1.9), "length must be a whole number, got 1.9"),
+    (dict(length=2.0), "length must be a whole number, got 2.0"),
+    (dict(length=True), "length must be a whole number, got True"),
+    (dict(seed=1.5), "seed must be a whole number, got 1.5"),
+    (dict(seed="7"), "seed must be a whole number, got '7'"),
+    (dict(batch_size=1.0), "batch_size must be a whole number, got 1.0"),
+    (dict(batch_size=0), "batch_size must be at least 1, got 0"),
+    (dict(stop_token=2.5), "stop_token must be a whole number, got 2.5"),
+    (dict(stop_token=V), f"stop_token holds token id {V}, outside the vocabulary"),
+    (dict(start_token=1.0, context=None), "start_token must be a whole number, got 1.0"),
+])
+def test_lengths_seeds_and_tokens_must_be_whole_numbers(options, message):
+    with pytest.raises(ValueError) as e:
+        fake_sample(**options)
+    assert str(e.value).startswith(message)
+
+
+def test_numpy_integers_are_whole_numbers():
+    expected = fake_sample(length=4, seed=3, sampler=fake_sampler(temperature=2.0))
+    same = fake_sample(length=np.int64(4), seed=np.int32(3), context=np.array([[1]], np.int64),
+                       sampler=fake_sampler(temperature=2.0))
+    np.testing.assert_array_equal(expected, same)
+
+
+def test_streamed_tokens_decode_with_the_incremental_decoder():
+    """stream_sequence yields arrays [1]; the decoder takes them as they are."""
+    import encoder
+    from encoder_helpers import DATA_DIR
+    import os
+    enc = encoder.get_encoder(os.path.basename(DATA_DIR), os.path.dirname(DATA_DIR))
+    decoder = enc.incremental_decoder()
+    tokens = list(sample.stream_sequence(fake_sampler(temperature=0), [[4]], length=5))
+    assert all(isinstance(t, np.ndarray) and t.shape == (1,) for t in tokens)
+    text = "".join(decoder.decode(t) for t in tokens) + decoder.flush()
+    assert text == enc.decode([5, 6, 7, 8, 9])
+
+
+@pytest.mark.parametrize("batch_size", [10 ** 12, 10 ** 30])
+def test_a_huge_batch_size_is_refused_before_any_array_is_made(batch_size):
+    with pytest.raises(ValueError) as e:
+        fake_sample(batch_size=batch_size)
+    assert str(e.value).startswith(f"batch_size {batch_size} cannot fit")
+    fits = sample.max_batch_size(hparams=FAKE, positions=4)
+    assert str(e.value).endswith(f"use --batch_size {fits} or less")
+
+
+def test_max_batch_size_is_the_largest_batch_whose_cache_and_weights_fit(tiny_model):
+    """Against the bytes that the model's own cache variables and weights take."""
+    hparams, params = tiny_model
+    weights = sum(v.numpy().nbytes for v in checkpoint_flat(params, hparams))
+
+    def needed(batch, positions):
+        import model
+        cache = model.empty_cache(hparams=hparams, batch_size=batch, length=positions)
+        return weights + sum(c.numpy().nbytes for c in cache)
+
+    for memory, positions in [(10 ** 6, 32), (3 * 10 ** 6, 7), (10 ** 8, 1)]:
+        k = sample.max_batch_size(hparams=hparams, positions=positions, memory_bytes=memory)
+        assert needed(k, positions) <= memory < needed(k + 1, positions)
+        sample.check_batch_size(k, hparams=hparams, positions=positions, memory_bytes=memory)
+        with pytest.raises(ValueError, match=f"use --batch_size {k} or less"):
+            sample.check_batch_size(k + 1, hparams=hparams, positions=positions,
+                                    memory_bytes=memory)
+    sample.check_batch_size(1, hparams=hparams, positions=32, memory_bytes=1)  # never refused
+
+
+def checkpoint_flat(params, hparams):
+    import checkpoint
+    return checkpoint.flat_from_tree(params, hparams).values()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(temperature="hot"), "temperature must be a number, got 'hot'"),
+    (dict(top_p=None), "top_p must be a number, got None"),
+    (dict(top_k="40"), "top_k must be a whole number >= 0 (0 disables it), got '40'"),
+])
+def test_strategy_names_values_of_the_wrong_type(options, message):
+    with pytest.raises(ValueError) as e:
+        sample.strategy(hparams=FAKE, **options)
+    assert str(e.value) == message
+
+
+# --- one sampler per strategy (issue 13) -----------------------------------------------------
+def test_repeated_calls_without_a_sampler_trace_once(monkeypatch):
+    """Counts the traces of a fake step inside every Sampler that sample_sequence makes."""
+    traced = []
+
+    def counting_step(params, hparams, tokens, cache, pos):
+        traced.append(tokens.shape)  # Python runs here only while tracing
+        return prefers_next(params, hparams, tokens, cache, pos)
+
+    class CountingSampler(sample.Sampler):
+        def __init__(self, params, hparams, **options):
+            super().__init__(params, hparams, step_fn=counting_step, **options)
+
+    monkeypatch.setattr(sample, "Sampler", CountingSampler)
+    params = {"wte": tf.zeros([V, 2])}
+    runs = [sample.sample_sequence(params=params, hparams=FAKE, length=length, context=context,
+                                   temperature=0)
+            for length, context in [(3, [[1]]), (5, [[2, 3]]), (2, [[4], [5]])]]
+    assert len(traced) == 2  # one prefill, one step, for all three calls
+    np.testing.assert_array_equal(runs[1], [[2, 3, 4, 5, 6, 7, 8]])
+    sample.sample_sequence(params=params, hparams=FAKE, length=2, context=[[1]], top_k=3)
+    assert len(traced) == 4  # another strategy is another sampler
+    sample.sample_sequence(params=params, hparams=FAKE, length=2, context=[[1]],
+                           temperature=0.0)
+    assert len(traced) == 4
+    other = {"wte": tf.zeros([V, 2])}  # another model: its own sampler, the old one dropped
+    sample.sample_sequence(params=other, hparams=FAKE, length=2, context=[[1]], temperature=0)
+    assert len(traced) == 6
+    # Between calls the kept sampler holds a cache of one position, not the last batch's.
+    assert sample.sampler_for(other, FAKE, temperature=0).cache[0].numpy().shape == (2, 1, 2)
+    sample.clear_samplers()
