@@ -157,19 +157,20 @@ def hub_to_released(src_dir: str, dst_dir: str, *, force: bool = False,
                          f"{hub_io.WEIGHTS})")
     hub_io.check_destination(dst_dir, force=force, src_dir=src_dir)
     config_path = os.path.join(src_dir, CONFIG)
-    hparams = hparams_from_config(hub_files.read_json(config_path, what=""),
-                                  source=config_path)
-    vocab, merges = hub_files.read(src_dir, VOCAB, MERGES)
+    hparams = hparams_from_config(hub_files.read_json(config_path), source=config_path)
+    vocabulary = hub_files.read(src_dir, VOCAB, MERGES)
     checkpoint, _ = tensorflow_modules()
     import tensorflow as tf
     shapes = checkpoint.variable_shapes(hparams)
-    with hub_io.SafetensorsReader(src_dir) as reader:
+    # On the CPU: a GPU would only be a detour for the weights (and may not hold them).
+    with hub_io.SafetensorsReader(src_dir) as reader, tf.device("/CPU:0"):
         keys, lm_head = match_tensors(reader, hparams)
         with hub_io.staged_directory(dst_dir) as stage:
             flat, done, total = {}, 0, 4 * sum(math.prod(s) for s in shapes.values())
             for name, key in keys.items():
-                # One tensor at a time: the NumPy copy goes once TensorFlow holds it.
-                flat[name] = tf.convert_to_tensor(reader.read(key).reshape(shapes[name]))
+                # One tensor at a time, the NumPy copy dropped once TensorFlow holds its
+                # own. Not convert_to_tensor: its result keeps the array alive too (2x RSS).
+                flat[name] = tf.identity(reader.read(key).reshape(shapes[name]))
                 if name == "model/wte" and lm_head is not None:
                     check_tied(reader, lm_head, flat[name].numpy())
                 done += 4 * math.prod(shapes[name])
@@ -177,10 +178,10 @@ def hub_to_released(src_dir: str, dst_dir: str, *, force: bool = False,
                     progress(done, total)
             try:
                 checkpoint.save(checkpoint.tree_from_flat(flat, hparams), hparams, stage)
-                hub_files.write(stage, vocab, merges, ENCODER_JSON, VOCAB_BPE)
+                hub_files.write(stage, vocabulary, ENCODER_JSON, VOCAB_BPE)
             except (tf.errors.OpError, OSError) as e:
-                raise ValueError(f"cannot write {dst_dir}: {checkpoint.first_line(e)}"
-                                 ) from None
+                reason = getattr(e, "strerror", None) or checkpoint.first_line(e)
+                raise ValueError(f"cannot write {dst_dir}: {reason}") from None
 
 
 def match_tensors(reader: hub_io.SafetensorsReader, hparams: HParams
@@ -241,7 +242,7 @@ def released_to_hub(src_dir: str, dst_dir: str, *, force: bool = False,
     hub_io.check_destination(dst_dir, force=force, src_dir=src_dir)
     checkpoint, model = tensorflow_modules()
     hparams = model.HParams.from_json(os.path.join(src_dir, HPARAMS))
-    vocab, merges = hub_files.read(src_dir, ENCODER_JSON, VOCAB_BPE)
+    vocabulary = hub_files.read(src_dir, ENCODER_JSON, VOCAB_BPE)
     names = {name: hub for hub, name in hub_names(hparams).items()}
     tensors, done, total = {}, 0, 4 * sum(map(math.prod, checkpoint.variable_shapes(hparams)
                                                    .values()))
@@ -253,7 +254,7 @@ def released_to_hub(src_dir: str, dst_dir: str, *, force: bool = False,
     with hub_io.staged_directory(dst_dir) as stage:
         try:
             hub_io.write_safetensors(tensors, os.path.join(stage, hub_io.WEIGHTS))
-            hub_files.write(stage, vocab, merges, VOCAB, MERGES)
+            hub_files.write(stage, vocabulary, VOCAB, MERGES)
             for file, content in (
                     (CONFIG, config_from_hparams(hparams)),
                     (GENERATION_CONFIG, {"bos_token_id": EOT, "eos_token_id": EOT}),
