@@ -122,15 +122,18 @@ def tokenizer_config(n_ctx: int) -> dict:
             "bos_token": eot, "eos_token": eot, "unk_token": eot, "add_prefix_space": False}
 
 
-def model_card(src_dir: str, hparams) -> str:
-    """A short README that says what the model is and where it came from."""
+def model_card(src_dir: str, hparams, *, checkpoint: str) -> str:
+    """A short README that says what the model is and where it came from; `checkpoint` is
+    the name of the checkpoint read (`model.ckpt`, or a training run's `model-<step>`)."""
     size = f"{hparams.n_layer} layers, {hparams.n_head} heads, n_embd {hparams.n_embd}"
+    source = ("the model directory" if checkpoint == "model.ckpt" else
+              f"checkpoint `{checkpoint}` of the training run directory")
     return (
         f"---\nlibrary_name: transformers\ntags: [gpt2]\n---\n"
         f"# GPT-2 ({size})\n\n"
-        f"Converted by `convert_checkpoint.py` from the model directory "
-        f"`{source_name(src_dir)}`, in OpenAI's released GPT-2 layout (a TensorFlow "
-        f"checkpoint with hparams.json, encoder.json and vocab.bpe). The weights are the "
+        f"Converted by `convert_checkpoint.py` from {source} `{source_name(src_dir)}`, in "
+        f"OpenAI's released GPT-2 layout (a TensorFlow checkpoint with hparams.json, "
+        f"encoder.json and vocab.bpe). The weights are the "
         f"same float32 values under the Hugging Face names, and the tokenizer is GPT-2's "
         f"(50,257 tokens).\n\n"
         f"| n_layer | n_head | n_embd | n_ctx | n_vocab |\n|---|---|---|---|---|\n"

@@ -33,8 +33,10 @@ import os
 import re
 from typing import TYPE_CHECKING, Callable
 
-import hub_io
+import numpy as np
+
 import hub_files
+import hub_io
 from hub_io import detect_format
 
 if TYPE_CHECKING:
@@ -224,7 +226,6 @@ def match_tensors(reader: hub_io.SafetensorsReader, hparams: HParams
 
 
 def check_tied(reader: hub_io.SafetensorsReader, lm_head: str, wte) -> None:
-    import numpy as np
     if not np.array_equal(reader.read(lm_head), wte):
         raise ValueError(f"{reader.where[lm_head]}: {lm_head} differs from wte.weight: "
                          f"GPT-2 computes its logits with wte (tied embeddings), so a "
@@ -246,7 +247,9 @@ def released_to_hub(src_dir: str, dst_dir: str, *, force: bool = False,
     names = {name: hub for hub, name in hub_names(hparams).items()}
     tensors, done, total = {}, 0, 4 * sum(map(math.prod, checkpoint.variable_shapes(hparams)
                                                    .values()))
-    for name, array in checkpoint.read_checkpoint(src_dir, hparams):
+    prefix = checkpoint.checkpoint_prefix(src_dir)  # a training run's newest checkpoint
+    for name, array in checkpoint.read_prefix(prefix, hparams):
+        array = array.astype(np.float32, copy=False)  # no copy: float32 unless trained so
         tensors[names[name]] = array.reshape(hub_shape(array.shape))  # a view, no copy
         done += array.nbytes
         if progress is not None:
@@ -262,6 +265,7 @@ def released_to_hub(src_dir: str, dst_dir: str, *, force: bool = False,
                 with open(os.path.join(stage, file), "w", encoding="utf-8") as f:
                     f.write(json.dumps(content, indent=2) + "\n")
             with open(os.path.join(stage, "README.md"), "w", encoding="utf-8") as f:
-                f.write(hub_files.model_card(src_dir, hparams))
+                f.write(hub_files.model_card(src_dir, hparams,
+                                             checkpoint=os.path.basename(prefix)))
         except OSError as e:
             raise ValueError(f"cannot write {dst_dir}: {e.strerror or e}") from None

@@ -202,6 +202,28 @@ def test_hub_tensors_are_the_released_ones_under_hub_names(released_to_hub, cli_
     np.testing.assert_array_equal(tensors["ln_f.weight"], cli_weights["model/ln_f/g"])
 
 
+def test_training_run_directory_converts_its_newest_checkpoint(tmp_path, cli_weights):
+    """A run directory as TF1 training scripts write it (`model-<step>` prefixes named by the
+    state file, a step counter and Adam slots beside the weights) converts like a released
+    model, from the checkpoint its state file names."""
+    from safetensors.numpy import load_file
+    run = tmp_path / "checkpoint" / "run1"
+    saved = fx.write_tf1_training_run(str(run), CLI_TINY, cli_weights, steps=(1, 2))
+    fx.copy_vocabulary(str(run))
+    assert converted(run, tmp_path / "hf") == 0
+    tensors = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert len(tensors) == len(cli_weights)  # weights only: no step, no optimizer slots
+    assert not np.array_equal(saved[1]["model/wte"], saved[2]["model/wte"])
+    np.testing.assert_array_equal(tensors["wte.weight"], saved[2]["model/wte"])
+    np.testing.assert_array_equal(tensors["h.1.mlp.c_fc.weight"],
+                                  saved[2]["model/h1/mlp/c_fc/w"][0])
+    assert "checkpoint `model-2` of the training run directory `run1`" in (
+        tmp_path / "hf" / "README.md").read_text()
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "hf")).eval()
+    np.testing.assert_allclose(hf_logits(model, TOKENS), our_logits(str(run), TOKENS),
+                               atol=1e-4, rtol=0)
+
+
 def test_distilgpt2_shaped_sharded_model(tmp_path):
     """distilgpt2's 6 layers, saved in shards with an index."""
     model = hf_gpt2(n_layer=6, n_embd=24, n_head=3, n_positions=48, seed=4)
