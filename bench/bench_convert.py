@@ -1,15 +1,15 @@
 """Peak memory and time of convert_checkpoint.py on random weights of a released size, in both
 directions: Hugging Face format -> released layout, and that back to the Hugging Face format.
 
-    flock /tmp/heavy.lock .venv/bin/python bench/bench_convert.py [--size 1558M] [--runs 1]
+    .venv/bin/python bench/bench_convert.py [--size 1558M] [--runs 1] [--keep]
 
 Each conversion runs in a fresh process that reports its own peak resident memory
 (VmHWM, Linux); a process that only imports what a conversion imports gives the baseline. The
 goal is a peak within 1.5x the weights (their float32 bytes). The source, a Hub directory of
 random weights of the real shapes (memory does not depend on the values), is written once to
-bench/cache/convert/ and kept; the converted copies are removed at the end unless --keep. A table is printed and JSON written to
-bench/results/convert_<size>.json. With --runs > 1 the two directions alternate run by run,
-and the medians are reported.
+bench/cache/convert/ and kept; the converted copies are removed at the end unless --keep.
+A table is printed and JSON written to bench/results/convert_<size>.json. With --runs > 1
+the measurements alternate run by run, and the medians are reported.
 """
 from __future__ import annotations
 

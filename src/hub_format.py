@@ -51,32 +51,23 @@ MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
 EOT = 50256  # <|endoftext|>: GPT-2's only special token, its bos and eos
 Progress = Callable[[int, int], None]
 
-# transformers' GPT2Config defaults, which it applies to the keys a config.json leaves out.
-DEFAULTS = dict(model_type="gpt2", vocab_size=50257, n_positions=1024, n_embd=768,
-                n_layer=12, n_head=12, n_inner=None, activation_function="gelu_new",
-                layer_norm_epsilon=1e-5, scale_attn_weights=True,
-                scale_attn_by_inverse_layer_idx=False, reorder_and_upcast_attn=False,
-                add_cross_attention=False, tie_word_embeddings=True)
-# key -> (is the value one this model computes?, what this model computes)
+# key -> (the values this model computes it with, what it computes). A config.json that
+# leaves a key out gets transformers' GPT2Config default: the first value, and SIZES.
 SUPPORTED = {
-    "model_type": (lambda v, c: v == "gpt2", "is a GPT-2 (model_type 'gpt2')"),
-    # gelu_pytorch_tanh is the same tanh formula as gelu_new, computed by another kernel.
-    "activation_function": (lambda v, c: v in ("gelu_new", "gelu_pytorch_tanh"),
+    "model_type": (["gpt2"], "is a GPT-2 (model_type 'gpt2')"),
+    # gelu_pytorch_tanh is gelu_new's tanh formula, computed by another kernel.
+    "activation_function": (["gelu_new", "gelu_pytorch_tanh"],
                             "uses GELU's tanh approximation ('gelu_new')"),
-    "layer_norm_epsilon": (lambda v, c: v == 1e-5, "has layer norms with epsilon 1e-05"),
-    "n_inner": (lambda v, c: v is None or v == 4 * c["n_embd"],
-                "has MLPs of 4 * n_embd units"),
-    "scale_attn_weights": (lambda v, c: v is True,
-                           "scales attention by 1/sqrt(head size)"),
-    "scale_attn_by_inverse_layer_idx": (lambda v, c: v is False,
-                                        "does not scale attention by layer"),
-    "reorder_and_upcast_attn": (lambda v, c: v is False,
-                                "computes attention in the weights' own precision"),
-    "add_cross_attention": (lambda v, c: v is False, "has no cross-attention"),
-    "tie_word_embeddings": (lambda v, c: v is True,
-                            "computes logits with wte (tied embeddings)"),
-    "vocab_size": (lambda v, c: v == 50257, "has GPT-2's vocabulary of 50257 tokens"),
+    "layer_norm_epsilon": ([1e-5], "has layer norms with epsilon 1e-05"),
+    "n_inner": ([None], "has MLPs of 4 * n_embd units"),  # or 4 * n_embd itself
+    "scale_attn_weights": ([True], "scales attention by 1/sqrt(head size)"),
+    "scale_attn_by_inverse_layer_idx": ([False], "does not scale attention by layer"),
+    "reorder_and_upcast_attn": ([False], "computes attention in the weights' own precision"),
+    "add_cross_attention": ([False], "has no cross-attention"),
+    "tie_word_embeddings": ([True], "computes logits with wte (tied embeddings)"),
+    "vocab_size": ([50257], "has GPT-2's vocabulary of 50257 tokens"),
 }
+SIZES = dict(n_positions=1024, n_embd=768, n_layer=12, n_head=12)
 
 
 def tensorflow_modules():
@@ -92,11 +83,11 @@ def hparams_from_config(config: dict, *, source: str = CONFIG) -> HParams:
     """The HParams of a Hub `config.json` (parsed), or a ValueError naming `source`."""
     if not isinstance(config, dict):
         raise ValueError(f"{source}: expected a JSON object, got {type(config).__name__}")
-    values = {**DEFAULTS, **config}
+    values = {**SIZES, **{key: ok[0] for key, (ok, _) in SUPPORTED.items()}, **config}
     if "n_positions" not in config and "n_ctx" in config:  # configs older than n_positions
         values["n_positions"] = config["n_ctx"]
-    for key, (supported, computes) in SUPPORTED.items():
-        if not supported(values[key], values):
+    for key, (allowed, computes) in SUPPORTED.items():
+        if values[key] not in allowed + ([4 * values["n_embd"]] if key == "n_inner" else []):
             raise ValueError(f"{source}: {key}={values[key]!r} cannot be represented: this "
                              f"project's GPT-2 {computes}, so the model is not converted")
     _, model = tensorflow_modules()
@@ -109,13 +100,10 @@ def hparams_from_config(config: dict, *, source: str = CONFIG) -> HParams:
 def config_from_hparams(hparams: HParams) -> dict:
     """A `config.json` that transformers reads as exactly this model."""
     return {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-        "vocab_size": hparams.n_vocab, "n_positions": hparams.n_ctx, "n_ctx": hparams.n_ctx,
+        "architectures": ["GPT2LMHeadModel"], "vocab_size": hparams.n_vocab,
+        "n_positions": hparams.n_ctx, "n_ctx": hparams.n_ctx,
         "n_embd": hparams.n_embd, "n_head": hparams.n_head, "n_layer": hparams.n_layer,
-        "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False, "add_cross_attention": False,
-        "tie_word_embeddings": True,
+        **{key: ok[0] for key, (ok, _) in SUPPORTED.items() if key != "vocab_size"},
         # GPT-2's training dropout and init scale (transformers' defaults): fine-tuning only.
         "attn_pdrop": 0.1, "embd_pdrop": 0.1, "resid_pdrop": 0.1, "initializer_range": 0.02,
         "bos_token_id": EOT, "eos_token_id": EOT, "use_cache": True,

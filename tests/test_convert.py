@@ -151,7 +151,8 @@ def test_released_model_tokenizer_matches_encoder(released_to_hub):
     import encoder
     tokenizer = transformers.AutoTokenizer.from_pretrained(released_to_hub)
     enc = encoder.Encoder(*read_released_vocabulary())
-    texts = ["Hello world", "  leading and   inner spaces\n\n\ttabs", "naïve café 日本語 🤗",
+    texts = ["Hello world", "  leading and   inner spaces\n\n\ttabs",
+             "naïve café 日本語 🤗",
              "it's we'll they've I'd", "1234567 3.14159", "\u00a0\u200b odd spaces"]
     for text in texts:
         assert tokenizer.encode(text) == enc.encode(text), text

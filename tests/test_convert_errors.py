@@ -141,8 +141,8 @@ def test_tensor_of_the_wrong_shape(run, hub):
 def test_missing_unexpected_and_untied(run, hub):
     write_tensors(hub, lambda t: t.pop("transformer.h.1.ln_2.bias"))
     assert "no tensor h.1.ln_2.bias" in run(hub)
-    write_tensors(hub, lambda t: t.update({"transformer.h.1.ln_2.bias": np.zeros(16, np.float32),
-                                           "score.weight": np.zeros((2, 16), np.float32)}))
+    write_tensors(hub, lambda t: t.update({"transformer.h.1.ln_2.bias": np.zeros(16, "f4"),
+                                           "score.weight": np.zeros((2, 16), "f4")}))
     assert "tensor score.weight is not part of" in run(hub)
 
     def untie(t):
@@ -201,7 +201,8 @@ def test_failure_while_writing_leaves_the_old_destination(run, hub, monkeypatch,
     expected = 130 if error is KeyboardInterrupt else 1
     err = run(hub, "--force", dst=dst, code=expected)
     assert err == ("convert_checkpoint.py: interrupted\n" if expected == 130 else
-                   f"convert_checkpoint.py: error: cannot write {dst}: No space left on device\n")
+                   f"convert_checkpoint.py: error: cannot write {dst}: No space left on "
+                   f"device\n")
     assert os.listdir(dst) == ["old.txt"]
 
 
