@@ -33,8 +33,10 @@ import os
 import re
 from typing import TYPE_CHECKING, Callable
 
-import hub_io
+import numpy as np
+
 import hub_files
+import hub_io
 from hub_io import detect_format
 
 if TYPE_CHECKING:
@@ -49,32 +51,23 @@ MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
 EOT = 50256  # <|endoftext|>: GPT-2's only special token, its bos and eos
 Progress = Callable[[int, int], None]
 
-# transformers' GPT2Config defaults, which it applies to the keys a config.json leaves out.
-DEFAULTS = dict(model_type="gpt2", vocab_size=50257, n_positions=1024, n_embd=768,
-                n_layer=12, n_head=12, n_inner=None, activation_function="gelu_new",
-                layer_norm_epsilon=1e-5, scale_attn_weights=True,
-                scale_attn_by_inverse_layer_idx=False, reorder_and_upcast_attn=False,
-                add_cross_attention=False, tie_word_embeddings=True)
-# key -> (is the value one this model computes?, what this model computes)
+# key -> (the values this model computes it with, what it computes). A config.json that
+# leaves a key out gets transformers' GPT2Config default: the first value, and SIZES.
 SUPPORTED = {
-    "model_type": (lambda v, c: v == "gpt2", "is a GPT-2 (model_type 'gpt2')"),
-    # gelu_pytorch_tanh is the same tanh formula as gelu_new, computed by another kernel.
-    "activation_function": (lambda v, c: v in ("gelu_new", "gelu_pytorch_tanh"),
+    "model_type": (["gpt2"], "is a GPT-2 (model_type 'gpt2')"),
+    # gelu_pytorch_tanh is gelu_new's tanh formula, computed by another kernel.
+    "activation_function": (["gelu_new", "gelu_pytorch_tanh"],
                             "uses GELU's tanh approximation ('gelu_new')"),
-    "layer_norm_epsilon": (lambda v, c: v == 1e-5, "has layer norms with epsilon 1e-05"),
-    "n_inner": (lambda v, c: v is None or v == 4 * c["n_embd"],
-                "has MLPs of 4 * n_embd units"),
-    "scale_attn_weights": (lambda v, c: v is True,
-                           "scales attention by 1/sqrt(head size)"),
-    "scale_attn_by_inverse_layer_idx": (lambda v, c: v is False,
-                                        "does not scale attention by layer"),
-    "reorder_and_upcast_attn": (lambda v, c: v is False,
-                                "computes attention in the weights' own precision"),
-    "add_cross_attention": (lambda v, c: v is False, "has no cross-attention"),
-    "tie_word_embeddings": (lambda v, c: v is True,
-                            "computes logits with wte (tied embeddings)"),
-    "vocab_size": (lambda v, c: v == 50257, "has GPT-2's vocabulary of 50257 tokens"),
+    "layer_norm_epsilon": ([1e-5], "has layer norms with epsilon 1e-05"),
+    "n_inner": ([None], "has MLPs of 4 * n_embd units"),  # or 4 * n_embd itself
+    "scale_attn_weights": ([True], "scales attention by 1/sqrt(head size)"),
+    "scale_attn_by_inverse_layer_idx": ([False], "does not scale attention by layer"),
+    "reorder_and_upcast_attn": ([False], "computes attention in the weights' own precision"),
+    "add_cross_attention": ([False], "has no cross-attention"),
+    "tie_word_embeddings": ([True], "computes logits with wte (tied embeddings)"),
+    "vocab_size": ([50257], "has GPT-2's vocabulary of 50257 tokens"),
 }
+SIZES = dict(n_positions=1024, n_embd=768, n_layer=12, n_head=12)
 
 
 def tensorflow_modules():
@@ -90,11 +83,11 @@ def hparams_from_config(config: dict, *, source: str = CONFIG) -> HParams:
     """The HParams of a Hub `config.json` (parsed), or a ValueError naming `source`."""
     if not isinstance(config, dict):
         raise ValueError(f"{source}: expected a JSON object, got {type(config).__name__}")
-    values = {**DEFAULTS, **config}
+    values = {**SIZES, **{key: ok[0] for key, (ok, _) in SUPPORTED.items()}, **config}
     if "n_positions" not in config and "n_ctx" in config:  # configs older than n_positions
         values["n_positions"] = config["n_ctx"]
-    for key, (supported, computes) in SUPPORTED.items():
-        if not supported(values[key], values):
+    for key, (allowed, computes) in SUPPORTED.items():
+        if values[key] not in allowed + ([4 * values["n_embd"]] if key == "n_inner" else []):
             raise ValueError(f"{source}: {key}={values[key]!r} cannot be represented: this "
                              f"project's GPT-2 {computes}, so the model is not converted")
     _, model = tensorflow_modules()
@@ -107,13 +100,10 @@ def hparams_from_config(config: dict, *, source: str = CONFIG) -> HParams:
 def config_from_hparams(hparams: HParams) -> dict:
     """A `config.json` that transformers reads as exactly this model."""
     return {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-        "vocab_size": hparams.n_vocab, "n_positions": hparams.n_ctx, "n_ctx": hparams.n_ctx,
+        "architectures": ["GPT2LMHeadModel"], "vocab_size": hparams.n_vocab,
+        "n_positions": hparams.n_ctx, "n_ctx": hparams.n_ctx,
         "n_embd": hparams.n_embd, "n_head": hparams.n_head, "n_layer": hparams.n_layer,
-        "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False, "add_cross_attention": False,
-        "tie_word_embeddings": True,
+        **{key: ok[0] for key, (ok, _) in SUPPORTED.items() if key != "vocab_size"},
         # GPT-2's training dropout and init scale (transformers' defaults): fine-tuning only.
         "attn_pdrop": 0.1, "embd_pdrop": 0.1, "resid_pdrop": 0.1, "initializer_range": 0.02,
         "bos_token_id": EOT, "eos_token_id": EOT, "use_cache": True,
@@ -157,19 +147,20 @@ def hub_to_released(src_dir: str, dst_dir: str, *, force: bool = False,
                          f"{hub_io.WEIGHTS})")
     hub_io.check_destination(dst_dir, force=force, src_dir=src_dir)
     config_path = os.path.join(src_dir, CONFIG)
-    hparams = hparams_from_config(hub_files.read_json(config_path, what=""),
-                                  source=config_path)
-    vocab, merges = hub_files.read(src_dir, VOCAB, MERGES)
+    hparams = hparams_from_config(hub_files.read_json(config_path), source=config_path)
+    vocabulary = hub_files.read(src_dir, VOCAB, MERGES)
     checkpoint, _ = tensorflow_modules()
     import tensorflow as tf
     shapes = checkpoint.variable_shapes(hparams)
-    with hub_io.SafetensorsReader(src_dir) as reader:
+    # On the CPU: a GPU would only be a detour for the weights (and may not hold them).
+    with hub_io.SafetensorsReader(src_dir) as reader, tf.device("/CPU:0"):
         keys, lm_head = match_tensors(reader, hparams)
         with hub_io.staged_directory(dst_dir) as stage:
             flat, done, total = {}, 0, 4 * sum(math.prod(s) for s in shapes.values())
             for name, key in keys.items():
-                # One tensor at a time: the NumPy copy goes once TensorFlow holds it.
-                flat[name] = tf.convert_to_tensor(reader.read(key).reshape(shapes[name]))
+                # One tensor at a time, the NumPy copy dropped once TensorFlow holds its
+                # own. Not convert_to_tensor: its result keeps the array alive too (2x RSS).
+                flat[name] = tf.identity(reader.read(key).reshape(shapes[name]))
                 if name == "model/wte" and lm_head is not None:
                     check_tied(reader, lm_head, flat[name].numpy())
                 done += 4 * math.prod(shapes[name])
@@ -177,10 +168,10 @@ def hub_to_released(src_dir: str, dst_dir: str, *, force: bool = False,
                     progress(done, total)
             try:
                 checkpoint.save(checkpoint.tree_from_flat(flat, hparams), hparams, stage)
-                hub_files.write(stage, vocab, merges, ENCODER_JSON, VOCAB_BPE)
+                hub_files.write(stage, vocabulary, ENCODER_JSON, VOCAB_BPE)
             except (tf.errors.OpError, OSError) as e:
-                raise ValueError(f"cannot write {dst_dir}: {checkpoint.first_line(e)}"
-                                 ) from None
+                reason = getattr(e, "strerror", None) or checkpoint.first_line(e)
+                raise ValueError(f"cannot write {dst_dir}: {reason}") from None
 
 
 def match_tensors(reader: hub_io.SafetensorsReader, hparams: HParams
@@ -223,7 +214,6 @@ def match_tensors(reader: hub_io.SafetensorsReader, hparams: HParams
 
 
 def check_tied(reader: hub_io.SafetensorsReader, lm_head: str, wte) -> None:
-    import numpy as np
     if not np.array_equal(reader.read(lm_head), wte):
         raise ValueError(f"{reader.where[lm_head]}: {lm_head} differs from wte.weight: "
                          f"GPT-2 computes its logits with wte (tied embeddings), so a "
@@ -241,11 +231,13 @@ def released_to_hub(src_dir: str, dst_dir: str, *, force: bool = False,
     hub_io.check_destination(dst_dir, force=force, src_dir=src_dir)
     checkpoint, model = tensorflow_modules()
     hparams = model.HParams.from_json(os.path.join(src_dir, HPARAMS))
-    vocab, merges = hub_files.read(src_dir, ENCODER_JSON, VOCAB_BPE)
+    vocabulary = hub_files.read(src_dir, ENCODER_JSON, VOCAB_BPE)
     names = {name: hub for hub, name in hub_names(hparams).items()}
     tensors, done, total = {}, 0, 4 * sum(map(math.prod, checkpoint.variable_shapes(hparams)
                                                    .values()))
-    for name, array in checkpoint.read_checkpoint(src_dir, hparams):
+    prefix = checkpoint.checkpoint_prefix(src_dir)  # a training run's newest checkpoint
+    for name, array in checkpoint.read_prefix(prefix, hparams):
+        array = array.astype(np.float32, copy=False)  # no copy: float32 unless trained so
         tensors[names[name]] = array.reshape(hub_shape(array.shape))  # a view, no copy
         done += array.nbytes
         if progress is not None:
@@ -253,7 +245,7 @@ def released_to_hub(src_dir: str, dst_dir: str, *, force: bool = False,
     with hub_io.staged_directory(dst_dir) as stage:
         try:
             hub_io.write_safetensors(tensors, os.path.join(stage, hub_io.WEIGHTS))
-            hub_files.write(stage, vocab, merges, VOCAB, MERGES)
+            hub_files.write(stage, vocabulary, VOCAB, MERGES)
             for file, content in (
                     (CONFIG, config_from_hparams(hparams)),
                     (GENERATION_CONFIG, {"bos_token_id": EOT, "eos_token_id": EOT}),
@@ -261,6 +253,7 @@ def released_to_hub(src_dir: str, dst_dir: str, *, force: bool = False,
                 with open(os.path.join(stage, file), "w", encoding="utf-8") as f:
                     f.write(json.dumps(content, indent=2) + "\n")
             with open(os.path.join(stage, "README.md"), "w", encoding="utf-8") as f:
-                f.write(hub_files.model_card(src_dir, hparams))
+                f.write(hub_files.model_card(src_dir, hparams,
+                                             checkpoint=os.path.basename(prefix)))
         except OSError as e:
             raise ValueError(f"cannot write {dst_dir}: {e.strerror or e}") from None

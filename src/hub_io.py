@@ -2,7 +2,8 @@
 and a destination directory that appears whole or not at all.
 
 `hub_format.py` holds the names and the rules; this module only moves bytes, and turns
-every problem with them into a one-line `ValueError` that names the file or tensor.
+every problem with them into a one-line `ValueError` that names the file or tensor. The Hub
+download uses `read_index` and `check_destination` too: their names and arguments stay.
 """
 from __future__ import annotations
 

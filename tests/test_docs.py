@@ -101,6 +101,9 @@ NOT_RUN = {
                       "gpt-2:cpu-nomodels python3 download_model.py 124M"): f"{DOCKER}; {INTERNET}",
     ("DEVELOPERS.md", "docker run --rm gpt-2:cpu python3 src/generate_unconditional_samples.py --help"):
         DOCKER,
+    # The "## Converting checkpoints" section.
+    ("DEVELOPERS.md", ".venv/bin/python bench/bench_convert.py --size 1558M"):
+        f"{BENCH}; writes 19 GB of random weights and conversions",
 }
 
 
