@@ -1,22 +1,29 @@
-"""Command-line plumbing shared by the two sampling scripts: typed options, exit codes,
-UTF-8 streams, signals, one-line errors, and Fire without its surprises.
+"""Command-line plumbing shared by the scripts: typed options, exit codes, standard
+streams, signals, one-line errors, and the command line itself (see flags.py).
 
-Nothing here imports TensorFlow, so a bad flag is answered at once.
+Every script runs its work as `cli.guarded(PROG, body)` inside `cli.fire_main(fn, argv)`:
+whatever goes wrong ends as one line on stderr (if there is a stderr) and the exit status
+of FAULTS.md, never a traceback. Nothing here imports TensorFlow or Fire at import time, so
+a bad flag is answered at once, and a missing package is a one-line error too.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import os
+import shlex
 import signal
+import subprocess
 import sys
 from typing import Callable
 
-import fire
+import flags
+import stdio
+from stdio import StreamError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 DTYPES = ("float32", "bfloat16")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class UsageError(ValueError):
@@ -38,7 +45,7 @@ def as_int(name: str, value, *, minimum: int) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"--{name} must be a whole number, got {value!r}")
+        raise UsageError(f"--{name} must be a whole number, got {flags.shown(value)}")
     if value < minimum:
         raise UsageError(f"--{name} must be at least {minimum}, got {value}")
     return value
@@ -46,26 +53,27 @@ def as_int(name: str, value, *, minimum: int) -> int:
 
 def as_float(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"--{name} must be a number, got {value!r}")
+        raise UsageError(f"--{name} must be a number, got {flags.shown(value)}")
     return float(value)
 
 
 def as_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
-        raise UsageError(f"--{name} is a switch: give --{name} or --no{name}, got {value!r}")
+        raise UsageError(f"--{name} is a switch: give --{name} or --no{name}, got "
+                         f"{flags.shown(value)}")
     return value
 
 
 def as_str(name: str, value) -> str:
     if isinstance(value, bool) or value is None or str(value) == "":
-        raise UsageError(f"--{name} needs a value, got {value!r}")
+        raise UsageError(f"--{name} needs a value, got {flags.shown(value)}")
     return str(value)
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """The options both scripts share, cast and checked as far as possible without the
-    model (ranges that need hparams are checked by `load_model`)."""
+    """The options both sampling scripts share, cast and checked as far as possible
+    without the model (ranges that need hparams are checked by `load_model`)."""
 
     model_name: str
     models_dir: str
@@ -92,7 +100,8 @@ class Options:
             raise UsageError(f"--nsamples {nsamples} is not a multiple of --batch_size "
                              f"{batch_size}: use {fits}, or --batch_size 1")
         if str(dtype) not in DTYPES:
-            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got "
+                             f"{flags.shown(dtype)}")
         return cls(
             model_name=as_str("model_name", model_name),
             models_dir=as_str("models_dir", models_dir),
@@ -108,42 +117,85 @@ class Options:
 
 def derive_seed(seed: int | None, *path: int) -> int | None:
     """An independent seed for each batch (and prompt) of a seeded run, so one --seed
-    reproduces the whole run while no two batches repeat each other's draws."""
-    if seed is None:
-        return None
+    reproduces the whole run while no two batches repeat each other's draws. The first
+    batch of the first prompt draws from `seed` itself, so a batch's recorded seed,
+    given as --seed, draws that batch again."""
+    if seed is None or not any(path):
+        return seed
     digest = hashlib.blake2b(repr((seed, *path)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 2
 
 
 def utf8_streams() -> None:
-    """UTF-8 in and out whatever the console's encoding: nothing we print can raise
-    UnicodeEncodeError, and undecodable input becomes U+FFFD."""
-    for stream in (sys.stdin, sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(encoding="utf-8", errors="replace")
-        except (AttributeError, ValueError, OSError):
-            pass  # not a TextIOWrapper, closed, or already read from: leave it
+    """UTF-8 in and out whatever the console's encoding (see stdio.install)."""
+    stdio.install()
 
 
 def note(prog: str, message: str) -> None:
-    print(f"{prog}: {message}", file=sys.stderr, flush=True)
+    """One line on stderr; silently nothing if there is no stderr to write to."""
+    if sys.stderr is None:
+        return
+    try:
+        print(f"{prog}: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        stdio.silence(sys.stderr)
+
+
+def missing_package(e: ModuleNotFoundError) -> str:
+    """What to do when a required package is not importable by this interpreter."""
+    activate = os.path.join(ROOT, ".venv", "bin", "activate")
+    if sys.prefix == sys.base_prefix and os.path.isfile(activate):
+        fix = f"activate the project's environment first: . {shlex.quote(activate)}"
+    elif sys.prefix == sys.base_prefix:
+        fix = (f"install the project first: cd {shlex.quote(ROOT)} && python3 -m venv .venv "
+               f"&& . .venv/bin/activate && pip install -e .")
+    else:
+        fix = (f"install the requirements: {shlex.quote(sys.executable)} -m pip install -r "
+               f"{shlex.quote(os.path.join(ROOT, 'requirements.txt'))}")
+    return f"the Python package {e.name!r} is not installed for {sys.executable}: {fix}"
+
+
+def ours(module: str | None) -> bool:
+    return bool(module) and os.path.exists(
+        os.path.join(ROOT, "src", module.split(".")[0] + ".py"))
 
 
 def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def interruption(e: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM behind `e`, if any. Raised by a signal handler while C code
+    was calling back into Python (NumPy converting an array for TensorFlow), it arrives
+    wrapped in a SystemError ("returned a result with an exception set")."""
+    while e is not None:
+        if isinstance(e, (KeyboardInterrupt, Terminated)):
+            return e
+        if not isinstance(e, SystemError):
+            return None
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def guarded(prog: str, body: Callable[[], int]) -> int:
-    """Runs `body` with UTF-8 streams and a SIGTERM handler; turns every expected way of
-    ending into an exit status and one line on stderr, never a traceback."""
-    utf8_streams()
+    """Runs `body` with safe standard streams (stdio.py) and a SIGTERM handler; turns
+    every expected way of ending into an exit status and one line on stderr."""
+    stdio.install()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return body()
+        try:
+            code = body()
+        except SystemError as e:
+            stop = interruption(e)
+            if stop is None:
+                raise
+            raise stop from None
+        stdio.flush()  # a full stdout is reported here, not by the interpreter at exit
+        return code
     except UsageError as e:
         note(prog, f"error: {e}")
         return EXIT_USAGE
-    except Failure as e:
+    except (Failure, StreamError) as e:
         note(prog, f"error: {e}")
         return EXIT_FAILURE
     except KeyboardInterrupt as e:
@@ -153,13 +205,19 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
         note(prog, "terminated" + getattr(e, "detail", ""))
         return EXIT_SIGTERM
     except BrokenPipeError:
-        # The reader (`head`) has gone: stop quietly, and point stdout at /dev/null so the
-        # interpreter's final flush cannot fail again.
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
-        return EXIT_OK
+        return EXIT_OK  # the reader (`head`) has gone: stop quietly
+    except MemoryError:
+        note(prog, "error: out of memory: use a smaller --batch_size or --length")
+        return EXIT_FAILURE
+    except ModuleNotFoundError as e:
+        if ours(e.name):
+            raise
+        note(prog, f"error: {missing_package(e)}")
+        return EXIT_FAILURE
+    except OSError as e:  # a file the body did not wrap itself: still one line, exit 1
+        where = f" ({e.filename})" if e.filename else ""
+        note(prog, f"error: {e.strerror or type(e).__name__}{where}")
+        return EXIT_FAILURE
     except Exception as e:  # noqa: BLE001 -- only TensorFlow's runtime errors, re-raised else
         tf = sys.modules.get("tensorflow")
         if tf is None or not isinstance(e, tf.errors.OpError):
@@ -171,26 +229,44 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
         note(prog, f"error: TensorFlow failed ({type(e).__name__}: {detail}): {fix}")
         return EXIT_FAILURE
     finally:
+        stdio.settle()
         signal.signal(signal.SIGTERM, previous)
 
 
-def fire_main(component: Callable[..., int], argv: list[str] | None) -> int:
-    """Parses the command line with Fire, then runs `component` and returns its exit
-    status. Fire's own usage errors (an unknown flag, an extra argument) exit 2 and --help
-    exits 0, before anything runs.
+def fire_main(component: Callable[..., int], argv: list[str] | None, *,
+              prog: str | None = None) -> int:
+    """Parses the command line for `component` (Fire's syntax, see flags.py) and returns
+    its exit status. `--help` prints the help and exits 0; an unknown flag or extra
+    argument is one line and exit 2, before anything runs."""
+    module = sys.modules.get(getattr(component, "__module__", ""), None)
+    prog = prog or getattr(module, "PROG", None) or os.path.basename(sys.argv[0])
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
 
-    Fire calls its component first and only then complains about arguments left over, so
-    it is given a stand-in with the same signature and docstring that only records them.
-    """
-    calls = []
+    def run() -> int:
+        try:
+            args, kwargs = flags.parse(component, argv)
+        except flags.Help:
+            show_help(flags.help_text(component, prog))
+            return EXIT_OK
+        except flags.ParseError as e:
+            raise UsageError(str(e)) from None
+        return component(*args, **kwargs)
 
-    @functools.wraps(component)
-    def record(*args, **kwargs):
-        calls.append((args, kwargs))
+    return guarded(prog, run)
 
-    try:
-        fire.Fire(record, command=argv, serialize=lambda result: None)
-    except fire.core.FireExit as e:
-        return e.code
-    args, kwargs = calls[0]
-    return component(*args, **kwargs)
+
+def show_help(text: str) -> None:
+    """Prints `text`; through the pager named by FIRE_PAGER only when asked and at a
+    terminal (FIRE_PAGER=less). PAGER, which Fire itself read, is not used."""
+    pager = os.environ.get("FIRE_PAGER", "").strip()
+    if pager and pager != "cat" and sys.stdout.isatty():
+        sys.stdout.flush()
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pager's
+        try:
+            if subprocess.run(pager, shell=True, input=text.encode("utf-8")).returncode == 0:
+                return
+        except OSError:
+            pass  # no shell: print it instead
+        finally:
+            signal.signal(signal.SIGINT, interrupt)
+    sys.stdout.write(text)

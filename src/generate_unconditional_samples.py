@@ -13,6 +13,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
 
 import cli  # noqa: E402
+import progress  # noqa: E402
 import samples_io  # noqa: E402
 from cli import Options, derive_seed  # noqa: E402
 from samples_io import JsonlWriter, SampleOutput  # noqa: E402
@@ -21,12 +22,14 @@ PROG = "generate_unconditional_samples.py"
 
 
 def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=None,
-                 temperature=1, top_k=0, top_p=1, models_dir='models', *, output=None,
-                 stop_at_endoftext=False, dtype='float32') -> int:
+                 temperature=1, top_k=0, top_p=1, models_dir='models', *,
+                 output: str | None = None, stop_at_endoftext=False, dtype='float32') -> int:
     """Generates samples from a GPT-2 model with no prompt.
 
     Each sample starts after the <|endoftext|> token, which is not part of the output.
-    Ctrl-C or SIGTERM stops the run (exit 130 or 143) and says how many samples are done.
+    Ctrl-C or SIGTERM stops the run (exit 130 or 143) and says how many samples are done;
+    otherwise the last line on stderr says how many samples were written where. Long
+    runs report progress on stderr: a bar at a terminal, else a line every few seconds.
 
     Args:
         model_name: Which model to use: a directory under models_dir.
@@ -42,11 +45,15 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
         top_p: Draw only among the likeliest tokens whose probabilities add up to top_p
             (nucleus sampling); 1 means no limit, 0.9 is a good value.
         models_dir: Directory that holds the model directories.
-        output: Append samples to this file as JSON lines, {"id", "ended", "length",
-            "text"} (gpt-2-output-dataset's fields; length counts tokens, ended is true
-            when the sample reached <|endoftext|>) instead of printing them. An existing
-            file is appended to, never truncated; ids continue after its last line. A
-            progress bar is shown when nsamples > 0 and stderr is a terminal.
+        output: Append samples to this file as JSON lines instead of printing them:
+            "id", "ended", "length", "text" (gpt-2-output-dataset's fields; length counts
+            tokens, ended is true when the sample reached <|endoftext|>), then the
+            settings that made the sample: "model", "seed" (its batch's: --seed SEED
+            --batch_size B --nsamples B draws that batch again), "batch_size",
+            "length_asked", "temperature", "top_k", "top_p", "stop_at_endoftext",
+            "dtype". An existing file is appended to, never truncated; ids continue after
+            its last record, also when several runs append at once. A record that cannot
+            be written whole (disk full) is removed again. Progress goes to stderr.
         stop_at_endoftext: End each sample before its first <|endoftext|> token instead of
             printing "<|endoftext|>" and going on, as the original does.
         dtype: Weights' type: float32, or bfloat16 for half the memory.
@@ -55,12 +62,11 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
         130 after Ctrl-C, 143 on SIGTERM.
     """
     def body() -> int:
-        options = Options.parse(
+        options = samples_io.with_seed(Options.parse(
             model_name=model_name, models_dir=models_dir, seed=seed, nsamples=nsamples,
             batch_size=batch_size, length=length, temperature=temperature, top_k=top_k,
-            top_p=top_p, stop_at_endoftext=stop_at_endoftext, dtype=dtype, min_nsamples=0)
-        # Opened before the model loads, so a bad path costs no waiting.
-        jsonl = None if output is None else JsonlWriter(cli.as_str("output", output))
+            top_p=top_p, stop_at_endoftext=stop_at_endoftext, dtype=dtype, min_nsamples=0))
+        jsonl = samples_io.open_output(output, options)
         try:
             return generate(options, jsonl=jsonl)
         finally:
@@ -73,35 +79,30 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
 def generate(options: Options, *, jsonl: JsonlWriter | None) -> int:
     model = samples_io.load_model(options)
     length = options.length or model.hparams.n_ctx - 1
+    shown = progress.wanted(to_stdout=jsonl is None)
+    bar = progress.Progress(options.nsamples, prog=PROG, show=shown)
     out = SampleOutput(model.enc, eot=model.eot, out=sys.stdout, jsonl=jsonl,
-                       stop_at_endoftext=options.stop_at_endoftext)
-    bar = progress_bar(options.nsamples, to_file=jsonl is not None)
+                       stop_at_endoftext=options.stop_at_endoftext, progress=bar,
+                       settings=samples_io.settings(options, model.model_dir))
     batch = 0
     try:
-        while options.nsamples == 0 or out.count < options.nsamples:
+        while options.nsamples == 0 or out.total < options.nsamples:
+            seed = derive_seed(options.seed, batch)
             rows = model.generate(None, batch_size=options.batch_size, length=length,
-                                  seed=derive_seed(options.seed, batch),
-                                  stop=options.stop_at_endoftext)
+                                  seed=seed, stop=options.stop_at_endoftext)
             for row in rows:
-                out.add(row)
-                bar.update(1)
+                out.add(row, seed=seed, length_asked=length)
             batch += 1
-    except (KeyboardInterrupt, cli.Terminated) as stop:
-        where = f", all in {jsonl.path}" if jsonl is not None else ""
-        stop.detail = f" after {out.count} samples{where}"
+    except BaseException as e:
+        stop = cli.interruption(e)
+        if stop is not None:
+            where = f", all in {jsonl.path}" if jsonl is not None else ""
+            stop.detail = f" after {out.total} samples{where}"
         raise
     finally:
         bar.close()
+    cli.note(PROG, out.summary())
     return cli.EXIT_OK
-
-
-def progress_bar(nsamples: int, *, to_file: bool):
-    """tqdm over the samples, shown only when it cannot garble them: a known total, stderr
-    a terminal, and the samples going to a file or elsewhere than that terminal."""
-    from tqdm import tqdm
-    show = (nsamples > 0 and sys.stderr.isatty()
-            and (to_file or not sys.stdout.isatty()))
-    return tqdm(total=nsamples, unit="sample", file=sys.stderr, disable=not show)
 
 
 def main(argv=None) -> int:

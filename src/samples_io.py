@@ -1,5 +1,5 @@
-"""What the two sampling scripts share about samples: loading a model, the original's
-sample format, and JSON-lines records.
+"""What the sampling scripts and the Python API share about samples: loading a model,
+the original's sample format, and JSON-lines records.
 
 One `SampleOutput` numbers, cuts, decodes and prints (or writes) every sample of both
 scripts, so they cannot drift apart (the original's unconditional script counted
@@ -8,55 +8,79 @@ bad flag is answered at once instead of after TensorFlow's start-up.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
-import json
 import os
 import re
-import stat
 import sys
 import tempfile
 from typing import Iterable
 
 from cli import Failure, Options, UsageError
+from records import JsonlWriter  # noqa: F401 -- the scripts' writer, re-exported
 
 RULE = "=" * 80  # the interactive script's line after each prompt's samples
 # TensorFlow's info lines at import ("I0000 00:00:... port.cc:153] oneDNN ..."), absl's
 # notice that precedes them, and the CUDA probe's errors on a machine without a GPU.
 TF_NOISE = re.compile(r"I\d{4} |WARNING: All log messages before absl::InitializeLog"
                       r"|E\d{4} .*(cuInit|cuda_platform|cuda_dnn|cuda_blas|cuda_fft)")
+SAMPLERS_KEPT = 2  # compiled samplers kept per model; each holds its own key/value cache
 
 
 def header(n: int) -> str:
     return "=" * 40 + " SAMPLE " + str(n) + " " + "=" * 40
 
+
 @dataclasses.dataclass
 class Model:
-    """A loaded model with its encoder and its compiled sampler (one per run)."""
+    """A loaded model with its encoder; samplers are built (and kept) per strategy."""
 
     enc: object  # encoder.Encoder
     hparams: object  # model.HParams
     params: dict
-    sampler: object  # sample.Sampler
+    strategy: dict  # the run's temperature, top_k, top_p, checked by sample.strategy
     eot: int  # <|endoftext|>: the unconditional start token, and where samples may end
+    model_dir: str = ""
+    samplers: collections.OrderedDict = dataclasses.field(
+        default_factory=collections.OrderedDict)
+
+    @property
+    def sampler(self):
+        return self.sampler_for(self.strategy)
+
+    def sampler_for(self, strategy: dict):
+        """The compiled sampler of `strategy` (sample.strategy's dict): the one place that
+        builds samplers, so another runtime plugs in here."""
+        import sample
+        key = tuple(sorted(strategy.items()))
+        if key not in self.samplers:
+            while len(self.samplers) >= SAMPLERS_KEPT:
+                self.samplers.popitem(last=False)
+            self.samplers[key] = sample.Sampler(self.params, self.hparams, **strategy)
+        self.samplers.move_to_end(key)
+        return self.samplers[key]
 
     def generate(self, context: list[int] | None, *, batch_size: int, length: int,
-                 seed: int | None, stop: bool):
+                 seed: int | None, stop: bool, strategy: dict | None = None):
         """New tokens [batch_size, <= length] after `context`, or after the start token
         (which is not part of the sample) when `context` is None."""
         import sample
         start = self.eot if context is None else None
         out = sample.sample_sequence(
             params=self.params, hparams=self.hparams, length=length, start_token=start,
-            context=context, batch_size=batch_size, seed=seed, sampler=self.sampler,
+            context=context, batch_size=batch_size, seed=seed,
+            sampler=self.sampler_for(strategy or self.strategy),
             stop_token=self.eot if stop else None)
         return out[:, 1 if context is None else len(context):]
 
-    def stream(self, context: list[int], *, length: int, seed: int | None):
+    def stream(self, context: list[int], *, length: int, seed: int | None,
+               strategy: dict | None = None):
         """One sample's tokens as they are drawn, each an array [1]."""
         import numpy as np
         import sample
-        return sample.stream_sequence(self.sampler, np.asarray([context], np.int32),
-                                      length=length, seed=seed)
+        return sample.stream_sequence(self.sampler_for(strategy or self.strategy),
+                                      np.asarray([context], np.int32), length=length,
+                                      seed=seed)
 
 
 def check_length(length: int | None, n_ctx: int) -> None:
@@ -121,9 +145,45 @@ def load_model(options: Options) -> Model:
         hparams, params = checkpoint.load(model_dir, dtype=getattr(tf, options.dtype))
     except ValueError as e:
         raise Failure(str(e)) from None
-    sampler = sample.Sampler(params, hparams, **strategy)
-    return Model(enc=enc, hparams=hparams, params=params, sampler=sampler,
-                 eot=enc.encoder[encoder.ENDOFTEXT])
+    return Model(enc=enc, hparams=hparams, params=params, strategy=strategy,
+                 eot=enc.encoder[encoder.ENDOFTEXT], model_dir=model_dir)
+
+
+def existing_model_dir(options: Options) -> str | None:
+    """The model directory the options name, if it exists (no TensorFlow needed)."""
+    import model_paths
+    try:
+        return model_paths.model_dir_for(options.model_name, options.models_dir)
+    except ValueError:
+        return None
+
+
+def with_seed(options: Options) -> Options:
+    """The options with a drawn seed if none was given: every record then names the seed
+    its batch drew from, so any sample can be drawn again."""
+    if options.seed is not None:
+        return options
+    import random
+    return dataclasses.replace(options, seed=random.SystemRandom().getrandbits(62))
+
+
+def open_output(path, options: Options) -> JsonlWriter | None:
+    """The --output writer, opened before the model loads so a bad path costs no waiting;
+    a path inside the model directory is refused."""
+    if path is None:
+        return None
+    from cli import as_str
+    return JsonlWriter(as_str("output", path), model_dir=existing_model_dir(options))
+
+
+def settings(options: Options, model_dir: str) -> dict:
+    """The settings a JSON-lines record carries after its own fields; `seed` and
+    `length_asked` are each batch's."""
+    return {"model": os.path.basename(os.path.normpath(model_dir)), "seed": options.seed,
+            "batch_size": options.batch_size, "length_asked": options.length,
+            "temperature": options.temperature, "top_k": options.top_k,
+            "top_p": options.top_p, "stop_at_endoftext": options.stop_at_endoftext,
+            "dtype": options.dtype}
 
 
 def cut_at_endoftext(tokens: Iterable[int], eot: int, stop: bool) -> tuple[list[int], bool]:
@@ -136,72 +196,45 @@ def cut_at_endoftext(tokens: Iterable[int], eot: int, stop: bool) -> tuple[list[
     return tokens, ended
 
 
-class JsonlWriter:
-    """Appends one JSON object per sample (gpt-2-output-dataset's `id, ended, length,
-    text`) to a file, each written whole by one unbuffered write, so an interrupted run
-    keeps every finished record. Ids continue after the records already in the file."""
-
-    def __init__(self, path: str):
-        try:
-            self.file = open(path, "ab", buffering=0)
-        except IsADirectoryError:
-            raise UsageError(f"--output {path} is a directory: give a file name") from None
-        except FileNotFoundError:
-            raise UsageError(f"--output {path}: the directory "
-                             f"{os.path.dirname(path) or '.'} does not exist: create it or "
-                             f"choose another path") from None
-        except OSError as e:
-            raise UsageError(f"--output {path} cannot be written ({e.strerror}): choose "
-                             f"another path") from None
-        self.path = path
-        self.next_id, last = 0, b"\n"
-        # Ids continue after the lines of a regular file; a pipe, terminal or /dev/stdout
-        # has nothing to count (reading it back would block forever).
-        if stat.S_ISREG(os.fstat(self.file.fileno()).st_mode):
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    self.next_id, last = self.next_id + chunk.count(b"\n"), chunk[-1:]
-        self.pending_newline = last != b"\n"  # a cut-off last line: it counts as one
-        self.next_id += self.pending_newline
-
-    def write(self, *, ended: bool, length: int, text: str) -> None:
-        record = {"id": self.next_id, "ended": ended, "length": length, "text": text}
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        if self.pending_newline:  # a cut-off last line from an earlier run stays on its own
-            line, self.pending_newline = "\n" + line, False
-        data = line.encode("utf-8")
-        while data:  # a regular file takes it in one write; loop only for the odd short one
-            data = data[self.file.write(data):]
-        self.next_id += 1
-
-    def close(self) -> None:
-        self.file.close()
-
-
 class SampleOutput:
     """Numbers samples 1..n for one prompt (or one run) and prints them in the original's
-    format, or writes them as JSON lines; streamed samples go through `stream`."""
+    format, or writes them as JSON lines with the settings that made them; streamed
+    samples go through `stream`. `total` counts every sample of the run."""
 
     def __init__(self, enc, *, eot: int, stop_at_endoftext: bool, out=None,
-                 jsonl: JsonlWriter | None = None):
+                 jsonl: JsonlWriter | None = None, settings: dict | None = None,
+                 progress=None):
         self.enc, self.eot, self.stop = enc, eot, stop_at_endoftext
-        self.out, self.jsonl = out, jsonl
+        self.out, self.jsonl, self.settings = out, jsonl, settings or {}
+        self.progress = progress
+        self.count = self.total = 0
+
+    def restart(self) -> None:
+        """The next sample is number 1 again (a new prompt)."""
         self.count = 0
 
-    def add(self, tokens: Iterable[int]) -> None:
+    def add(self, tokens: Iterable[int], *, prompt: str | None = None, **batch) -> None:
+        """One sample; `batch` overrides settings (the batch's seed and length)."""
         tokens, ended = cut_at_endoftext(tokens, self.eot, self.stop)
         text = self.enc.decode(tokens)
-        self.count += 1
         if self.jsonl is not None:
-            self.jsonl.write(ended=ended, length=len(tokens), text=text)
+            extra = {} if prompt is None else {"prompt": prompt}
+            self.jsonl.write(ended=ended, length=len(tokens), text=text, **extra,
+                             **{**self.settings, **batch})
         else:
-            self.out.write(header(self.count) + "\n" + text + "\n")
+            self.out.write(header(self.count + 1) + "\n" + text + "\n")
             self.out.flush()
+        self.counted()
+
+    def counted(self) -> None:
+        self.count += 1
+        self.total += 1
+        if self.progress is not None:
+            self.progress.update(1)
 
     def stream(self, tokens: Iterable) -> None:
         """Prints each token of one sample as it arrives; `tokens` yields arrays [1]."""
-        self.count += 1
-        self.out.write(header(self.count) + "\n")
+        self.out.write(header(self.count + 1) + "\n")
         self.out.flush()
         decoder = self.enc.incremental_decoder()
         try:
@@ -214,3 +247,15 @@ class SampleOutput:
         finally:  # also on Ctrl-C: end the line so the next output starts cleanly
             self.out.write(decoder.flush() + "\n")
             self.out.flush()
+        self.counted()
+
+    def summary(self, prompts: int | None = None) -> str:
+        """The last line of a run: how many samples went where."""
+        n = f"{self.total} sample{'s' if self.total != 1 else ''}"
+        if prompts is not None:
+            n += f" for {prompts} prompt{'s' if prompts != 1 else ''}"
+        if self.jsonl is None:
+            return f"{n} printed"
+        ids = ("" if self.jsonl.first_id is None or not self.jsonl.regular else
+               f" (ids {self.jsonl.first_id}-{self.jsonl.last_id})")
+        return f"{n} written to {self.jsonl.path}{ids}"

@@ -16,7 +16,9 @@ import reference_gpt2
 import samples_io
 from conftest import CLI_TINY, parse_samples
 
-KEYS = ["id", "ended", "length", "text"]
+KEYS = ["id", "ended", "length", "text"]  # gpt-2-output-dataset's, first and unchanged
+SETTINGS = ["model", "seed", "batch_size", "length_asked", "temperature", "top_k", "top_p",
+            "stop_at_endoftext", "dtype"]
 
 
 def records(path) -> list:
@@ -48,22 +50,24 @@ def test_s3_s15_jsonl_records_in_the_dataset_schema(run_script, tmp_path):
     assert r.code == 0, r.stderr
     assert r.stdout == ""
     found = records(out)
-    assert [list(rec) for rec in found] == [KEYS] * 4
+    assert [list(rec) for rec in found] == [KEYS + SETTINGS] * 4
     assert [rec["id"] for rec in found] == [0, 1, 2, 3]
     assert all(rec["length"] == 63 and rec["ended"] is False for rec in found)
+    assert r.stderr == f"{gus.PROG}: 4 samples written to {out} (ids 0-3)\n"
 
 
 def test_s14_an_existing_file_is_appended_to_and_ids_continue(run_script, tmp_path):
-    """S14: never truncated; a cut-off last line stays on its own line."""
+    """S14: never truncated; ids continue after the last whole record (id 6 here, not the
+    line count); a cut-off last line (a crash) stays on its own line and is no record."""
     out = tmp_path / "samples.jsonl"
-    before = '{"id": 0, "ended": false, "length": 1, "text": "a"}\n{"id": 1, "ended": tr'
+    before = '{"id": 5, "ended": false, "length": 1, "text": "a"}\n{"id": 6, "ended": tr'
     out.write_text(before, encoding="utf-8")
     r = run_script(gus, "--output", out, "--nsamples", 2, "--length", 4)
     assert r.code == 0, r.stderr
     lines = out.read_text(encoding="utf-8").split("\n")
     assert "\n".join(lines[:2]) == before and lines[-1] == ""
     added = [json.loads(line) for line in lines[2:-1]]
-    assert [rec["id"] for rec in added] == [2, 3] and len(lines) == 5
+    assert [rec["id"] for rec in added] == [6, 7] and len(lines) == 5
 
 
 @pytest.fixture
@@ -82,7 +86,7 @@ def test_ended_length_and_text_follow_endoftext(run_script, tmp_path, fake_rows,
     args = ["--stop_at_endoftext"] if stop else []
     r = run_script(gus, "--output", out, "--nsamples", 2, "--batch_size", 2, *args)
     assert r.code == 0, r.stderr
-    first, second = records(out)
+    first, second = ({k: rec[k] for k in KEYS} for rec in records(out))
     assert first == {"id": 0, "ended": False, "length": 3, "text": " one two three"}
     if stop:
         assert second == {"id": 1, "ended": True, "length": 1, "text": " four"}
@@ -100,13 +104,15 @@ def test_s12_same_seed_same_samples(run_script):
     assert len(parse_samples(one.stdout)) == 2
 
 
-def test_progress_bar_on_a_terminal_only(run_script, tmp_path):
+def test_progress_bar_at_a_terminal_and_the_last_line_says_where(run_script, tmp_path):
+    """A bar at a terminal; elsewhere a short run (under progress.EVERY seconds) prints
+    only the last line."""
     out = tmp_path / "samples.jsonl"
     shown = run_script(gus, "--output", out, "--nsamples", 2, "--length", 3, tty_stderr=True)
-    hidden = run_script(gus, "--output", out, "--nsamples", 2, "--length", 3)
-    assert shown.code == hidden.code == 0
+    quiet = run_script(gus, "--output", out, "--nsamples", 2, "--length", 3)
+    assert shown.code == quiet.code == 0
     assert "2/2" in shown.stderr and "sample" in shown.stderr
-    assert hidden.stderr == ""
+    assert quiet.stderr == f"{gus.PROG}: 2 samples written to {out} (ids 2-3)\n"
 
 
 def test_dtype_bfloat16_loads_the_weights_as_bfloat16(run_script, monkeypatch):
