@@ -159,7 +159,9 @@ def unknown(spelled: str, params: list[Param]) -> str:
         close = [f"--{p.name}" for p in params if p.name.startswith(word)]
         why = " (there are no one-letter flags)"
     else:
-        close = difflib.get_close_matches(f"--{word}", names, n=2, cutoff=0.6)
+        score = {n: difflib.SequenceMatcher(None, f"--{word}", n).ratio() for n in names}
+        best = max(score.values(), default=0)
+        close = [n for n in names if score[n] >= max(best, 0.6)]  # the closest, and ties
         why = ""
     if not close:
         return f"unknown flag {spelled}{why} (--help lists every flag)"

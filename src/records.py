@@ -93,8 +93,8 @@ class JsonlWriter:
                 cut = self._cut(offset)
                 if isinstance(e, OSError) and not isinstance(e, BrokenPipeError):
                     raise Failure(f"cannot write --{self.flag} {self.path}: "
-                                  f"{e.strerror or type(e).__name__}; {cut}, "
-                                  f"{self.written} written by this run") from None
+                                  f"{e.strerror or type(e).__name__}{cut}; "
+                                  f"{self.written} records written by this run") from None
                 raise
             if self.regular:
                 self._known = (offset + size, next_id + 1)
@@ -126,13 +126,14 @@ class JsonlWriter:
         return (size, *next_id_of(self.reader, size))
 
     def _cut(self, offset: int | None) -> str:
+        """Truncates a regular file back to `offset`; says what is left."""
         if offset is None:
-            return "the record may be incomplete there"
+            return ""
         try:
             os.ftruncate(self.fd, offset)
-            return "the unfinished record was removed"
+            return " (the unfinished record was removed)"
         except OSError:
-            return f"the last line may be incomplete (whole records end at byte {offset})"
+            return f" (whole records end at byte {offset}; the last line may be cut off)"
 
     def close(self) -> None:
         self.file.close()

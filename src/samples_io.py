@@ -9,6 +9,7 @@ bad flag is answered at once instead of after TensorFlow's start-up.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import re
@@ -91,28 +92,41 @@ def check_length(length: int | None, n_ctx: int) -> None:
                          f"--length {n_ctx - 1} or less")
 
 
-def import_tensorflow_quietly():
-    """Imports TensorFlow without its start-up chatter on stderr.
+@contextlib.contextmanager
+def quiet_tensorflow():
+    """Keeps TensorFlow's chatter off stderr while the block runs.
 
     TensorFlow 2.21 logs info lines (oneDNN, CUDA drivers) from C++ before it reads
-    TF_CPP_MIN_LOG_LEVEL, so they are caught at the file-descriptor level; any other line
-    (a real warning or error) is passed on.
+    TF_CPP_MIN_LOG_LEVEL, and the CUDA probe's errors when the first tensor is made, so
+    they are caught at the file-descriptor level; any other line (a real warning or error,
+    or our own) is passed on when the block ends.
     """
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield  # no descriptor 2 to catch (a test's captured stream): nothing to do
+        return
     with tempfile.TemporaryFile() as caught:
         os.dup2(caught.fileno(), 2)
         try:
-            import tensorflow
+            yield
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             caught.seek(0)
             for line in caught.read().decode("utf-8", "replace").splitlines(keepends=True):
                 if not TF_NOISE.match(line):
                     sys.stderr.write(line)
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow without its start-up chatter on stderr (see quiet_tensorflow)."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with quiet_tensorflow():
+        import tensorflow
     return tensorflow
 
 
@@ -142,7 +156,8 @@ def load_model(options: Options) -> Model:
             raise ValueError(f"{model_dir}/encoder.json has {enc.n_vocab} tokens but "
                              f"hparams.json says n_vocab={hparams.n_vocab}: the files belong "
                              f"to different models; download the model again")
-        hparams, params = checkpoint.load(model_dir, dtype=getattr(tf, options.dtype))
+        with quiet_tensorflow():  # the first tensor wakes the CUDA probe
+            hparams, params = checkpoint.load(model_dir, dtype=getattr(tf, options.dtype))
     except ValueError as e:
         raise Failure(str(e)) from None
     return Model(enc=enc, hparams=hparams, params=params, strategy=strategy,

@@ -36,13 +36,17 @@ class Checked:
 
     def __init__(self, stream, label: str, *, quiet: bool = False):
         self._stream, self._label, self._quiet = stream, label, quiet
+        self._failed = False  # once reported, a failed stream takes nothing more
 
     def _call(self, method: str, *args):
+        if self._failed:
+            return "" if method.startswith("read") else None
         try:
             return getattr(self._stream, method)(*args)
         except OSError as e:
+            self._failed = True
+            silence(self._stream)
             if self._quiet:
-                silence(self._stream)
                 return None
             if isinstance(e, BrokenPipeError):
                 raise  # the reader has gone (`| head`): the caller ends quietly

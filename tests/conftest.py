@@ -59,19 +59,36 @@ class _Terminal(io.TextIOWrapper):
         return True
 
 
+class _Full(io.RawIOBase):
+    """A file on a full disk: every write fails with ENOSPC (until emptied)."""
+
+    full = True
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        import errno
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return len(data)
+
+
 @pytest.fixture
 def run_script(monkeypatch, cli_models):
     """Runs a sampling script's `main` in-process on the tiny model and returns
     (exit code, stdout, stderr). stdin is given as bytes; `encoding` is the console's
     (the scripts must write UTF-8 whatever it is); stdout and stderr are decoded as strict
-    UTF-8, so anything else fails the test."""
+    UTF-8, so anything else fails the test. `full_stdout` makes stdout a full disk."""
     import sys
     from types import SimpleNamespace
 
-    def run(module, *args, stdin=b"", encoding="utf-8", tty_stderr=False, model=True):
+    def run(module, *args, stdin=b"", encoding="utf-8", tty_stderr=False, model=True,
+            full_stdout=False):
         streams = {
             "stdin": io.TextIOWrapper(io.BytesIO(stdin), encoding=encoding),
-            "stdout": io.TextIOWrapper(io.BytesIO(), encoding=encoding),
+            "stdout": io.TextIOWrapper(io.BufferedWriter(_Full()) if full_stdout else
+                                       io.BytesIO(), encoding=encoding),
             "stderr": (_Terminal if tty_stderr else io.TextIOWrapper)(
                 io.BytesIO(), encoding=encoding),
         }
@@ -79,11 +96,15 @@ def run_script(monkeypatch, cli_models):
             monkeypatch.setattr(sys, name, stream)
         where = ["--models_dir", cli_models, "--model_name", "tiny"] if model else []
         code = module.main([*where, *map(str, args)])
-        for stream in streams.values():
-            stream.flush()
-        return SimpleNamespace(code=code, **{
-            name: streams[name].buffer.getvalue().decode("utf-8")
-            for name in ("stdout", "stderr")})
+        captured = {}
+        for name in ("stdout", "stderr"):
+            try:
+                streams[name].flush()
+                captured[name] = streams[name].buffer.getvalue().decode("utf-8")
+            except (OSError, AttributeError):
+                captured[name] = ""  # the full disk keeps nothing
+                streams[name].buffer.raw.full = False  # so closing it later is quiet
+        return SimpleNamespace(code=code, **captured)
 
     return run
 
@@ -100,3 +121,38 @@ def parse_samples(out: str) -> list:
         body = body.split("\n" + RULE + "\n")[0]
         found.append((int(n), body[:-1] if body.endswith("\n") else body))
     return found
+
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@pytest.fixture
+def no_tracebacks(monkeypatch):
+    """Fails the test if a process it runs prints a Python traceback: everything read from
+    subprocesses (`subprocess.run`, `Popen.communicate`) and from pexpect children is kept
+    and searched at the end. Fault-suite modules use it for every test
+    (`pytestmark = pytest.mark.usefixtures("no_tracebacks")`)."""
+    import subprocess
+
+    import pexpect
+    seen = []
+    communicate, read = subprocess.Popen.communicate, pexpect.spawn.read_nonblocking
+
+    def text(data):
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else data or ""
+
+    def communicating(self, *args, **kwargs):
+        out, err = communicate(self, *args, **kwargs)
+        seen.extend([text(out), text(err)])
+        return out, err
+
+    def reading(self, *args, **kwargs):
+        data = read(self, *args, **kwargs)
+        seen.append(text(data))
+        return data
+
+    monkeypatch.setattr(subprocess.Popen, "communicate", communicating)
+    monkeypatch.setattr(pexpect.spawn, "read_nonblocking", reading)
+    yield seen
+    everything = "".join(seen)
+    assert TRACEBACK not in everything, everything[everything.index(TRACEBACK):][:3000]
