@@ -42,9 +42,9 @@ class Progress:
     """Counts samples; `total` None (or 0) means an endless run."""
 
     def __init__(self, total: int | None, *, prog: str, show: bool, unit: str = "sample",
-                 clock=time.monotonic, every: float = EVERY):
+                 clock=time.monotonic, every: float | None = None):
         self.total, self.prog, self.unit = total or None, prog, unit
-        self.clock, self.every, self.done = clock, every, 0
+        self.clock, self.every, self.done = clock, EVERY if every is None else every, 0
         self.bar = None
         self.lines = show and not sys.stderr.isatty()
         if show and not self.lines:

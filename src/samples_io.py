@@ -132,9 +132,7 @@ def import_tensorflow_quietly():
 
 def load_model(options: Options) -> Model:
     """Checks the options that need hparams.json, then loads the encoder and the weights."""
-    tf = import_tensorflow_quietly()  # here, so that usage errors skip its start-up
-    import checkpoint
-    import encoder
+    import_tensorflow_quietly()  # here, so that usage errors skip its start-up
     import model_paths
     import sample
     from model import HParams
@@ -150,6 +148,14 @@ def load_model(options: Options) -> Model:
     except ValueError as e:
         raise UsageError(str(e)) from None
     check_length(options.length, hparams.n_ctx)
+    return open_model(model_dir, hparams, dtype=options.dtype, strategy=strategy)
+
+
+def open_model(model_dir: str, hparams, *, dtype: str, strategy: dict) -> Model:
+    """Reads the encoder and the weights of a model whose hparams.json has been read."""
+    tf = import_tensorflow_quietly()
+    import checkpoint
+    import encoder
     try:
         enc = encoder.get_encoder(os.path.basename(model_dir), os.path.dirname(model_dir))
         if enc.n_vocab != hparams.n_vocab:
@@ -157,7 +163,7 @@ def load_model(options: Options) -> Model:
                              f"hparams.json says n_vocab={hparams.n_vocab}: the files belong "
                              f"to different models; download the model again")
         with quiet_tensorflow():  # the first tensor wakes the CUDA probe
-            hparams, params = checkpoint.load(model_dir, dtype=getattr(tf, options.dtype))
+            hparams, params = checkpoint.load(model_dir, dtype=getattr(tf, dtype))
     except ValueError as e:
         raise Failure(str(e)) from None
     return Model(enc=enc, hparams=hparams, params=params, strategy=strategy,

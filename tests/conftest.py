@@ -59,6 +59,23 @@ class _Terminal(io.TextIOWrapper):
         return True
 
 
+_MODELS = {}
+
+
+def _shared_model(model_dir, hparams, *, dtype, strategy):
+    """samples_io.open_model, read once per test session: runs share the weights and the
+    compiled samplers (each new sampler costs seconds of tracing), with their own strategy.
+    A test that replaces checkpoint.load gets a fresh read."""
+    import dataclasses
+
+    import checkpoint
+    import samples_io
+    key = (model_dir, dtype, checkpoint.load)
+    if key not in _MODELS:
+        _MODELS[key] = _OPEN_MODEL(model_dir, hparams, dtype=dtype, strategy=strategy)
+    return dataclasses.replace(_MODELS[key], strategy=strategy)
+
+
 class _Full(io.RawIOBase):
     """A file on a full disk: every write fails with ENOSPC (until emptied)."""
 
@@ -79,9 +96,16 @@ def run_script(monkeypatch, cli_models):
     """Runs a sampling script's `main` in-process on the tiny model and returns
     (exit code, stdout, stderr). stdin is given as bytes; `encoding` is the console's
     (the scripts must write UTF-8 whatever it is); stdout and stderr are decoded as strict
-    UTF-8, so anything else fails the test. `full_stdout` makes stdout a full disk."""
+    UTF-8, so anything else fails the test. `full_stdout` makes stdout a full disk.
+    Progress lines are off (a slow machine would add them); a test may set
+    progress.EVERY itself after asking for this fixture."""
     import sys
     from types import SimpleNamespace
+
+    import progress
+    import samples_io
+    monkeypatch.setattr(progress, "EVERY", float("inf"))
+    monkeypatch.setattr(samples_io, "open_model", _shared_model)
 
     def run(module, *args, stdin=b"", encoding="utf-8", tty_stderr=False, model=True,
             full_stdout=False):
@@ -124,6 +148,9 @@ def parse_samples(out: str) -> list:
 
 
 TRACEBACK = "Traceback (most recent call last)"
+import samples_io as _samples_io  # noqa: E402
+
+_OPEN_MODEL = _samples_io.open_model
 
 
 @pytest.fixture
