@@ -1,4 +1,5 @@
-"""GPT-2 from Python: load a model once, then generate whole samples or stream one.
+"""GPT-2 from Python: load a model once, then generate whole samples, stream one, or
+score a text.
 
     import gpt2
     model = gpt2.load("124M")                      # reads models/124M once
@@ -7,6 +8,7 @@
         print(sample.text)
     for text in model.stream("Once upon a time", length=40, top_k=40):
         print(text, end="", flush=True)
+    print(model.score("The cat sat on the mat.").perplexity)
 
 The options, defaults and checks are the scripts' (a bad value is a ValueError whose
 message names the flag, as the scripts print it), and so are the samples: the same seed
@@ -22,7 +24,7 @@ from typing import Iterator
 
 from cli import Failure, Options, derive_seed
 
-__all__ = ["load", "GPT2", "Sample"]
+__all__ = ["load", "GPT2", "Sample", "Score"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,26 @@ class Sample:
 
     def __str__(self) -> str:
         return self.text
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """A text's tokens and the natural-log probability of each, given <|endoftext|> and
+    every token before it (long texts in lm-evaluation-harness's rolling windows)."""
+
+    tokens: list[int]
+    logprobs: list[float]
+
+    @property
+    def logprob(self) -> float:
+        """The log-probability of the whole text."""
+        return float(sum(self.logprobs))
+
+    @property
+    def perplexity(self) -> float:
+        """exp of the mean negative log-probability per token."""
+        import math
+        return math.exp(-self.logprob / len(self.tokens))
 
 
 def load(model_name: str = "124M", *, models_dir: str = "models",
@@ -67,6 +89,7 @@ class GPT2:
         self.model = model
         self.encoder, self.hparams = model.enc, model.hparams
         self._streaming = False
+        self._scorer = None
 
     def _prepare(self, prompt, *, length, truncate_prompt, **options):
         """(options, strategy, context tokens or None, sample length)."""
@@ -124,6 +147,22 @@ class GPT2:
         tokens = self.model.stream(context, length=length, seed=derive_seed(base, 0, 0),
                                    strategy=strategy)
         return self._pieces(tokens, stop=opts.stop_at_endoftext)
+
+    def score(self, text: str, *, stride: int | None = None, batch_size: int = 8) -> Score:
+        """Each token's log-probability (src/score.py, which evaluate.py uses too). A text
+        longer than the context is scored in disjoint windows, or with `stride` in
+        overlapping ones that give every token more context."""
+        import prompts
+        import score
+        self._check_idle()
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"text must be a non-empty str, got {text!r:.60}")
+        tokens = prompts.encode(self.encoder, prompts.clean(text))
+        if self._scorer is None:
+            self._scorer = score.Scorer(self.model.params, self.hparams)
+        logprobs, = score.token_logprobs(self._scorer, [tokens], prefix_token=self.model.eot,
+                                         stride=stride, batch_size=batch_size)
+        return Score(tokens, [float(x) for x in logprobs])
 
     def _check_idle(self) -> None:
         if self._streaming:

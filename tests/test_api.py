@@ -14,7 +14,7 @@ import pytest
 import generate_unconditional_samples as gus
 import gpt2
 import interactive_conditional_samples as ics
-from conftest import parse_samples
+from conftest import CLI_TINY, parse_samples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,6 +45,27 @@ def test_stream_yields_the_sample_generate_gives(model):
     pieces = list(model.stream("Once upon a time", length=8, seed=3))
     assert len(pieces) > 1
     assert "".join(pieces) == model.generate("Once upon a time", length=8, seed=3)[0].text
+
+
+def test_score_equals_an_independent_gpt2(model, cli_weights):
+    """Each token's log-probability given <|endoftext|> and the tokens before it, against
+    the NumPy reference; a text longer than the context goes through rolling windows."""
+    import numpy as np
+    import reference_gpt2
+    text = "The cat sat on the mat."
+    scored = model.score(text)
+    tokens = model.encoder.encode(text)
+    logits = reference_gpt2.logits(cli_weights, [50256] + tokens, CLI_TINY["n_head"])
+    expected = [float(row[t] - np.log(np.exp(row - row.max()).sum()) - row.max())
+                for row, t in zip(logits, tokens)]
+    assert scored.tokens == tokens
+    np.testing.assert_allclose(scored.logprobs, expected, rtol=1e-4, atol=1e-4)
+    assert scored.logprob == pytest.approx(sum(expected), rel=1e-4)
+    assert scored.perplexity == pytest.approx(np.exp(-np.mean(expected)), rel=1e-4)
+    long = model.score(" word" * 150)
+    assert len(long.logprobs) == 150 and all(x < 0 for x in long.logprobs)
+    with pytest.raises(ValueError, match="text must be a non-empty str"):
+        model.score("")
 
 
 def test_a_samples_seed_draws_it_again(model):
