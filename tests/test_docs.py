@@ -1,14 +1,19 @@
-"""Every shell command in README.md and DEVELOPERS.md either runs, or is listed in NOT_RUN
-below with the reason it cannot run here.
+"""Every shell command and Python example in README.md and DEVELOPERS.md either runs, or is
+listed in NOT_RUN below with the reason it cannot run here.
 
 The blocks are found when the tests are collected, so a block added to the docs later is run
 too; a command that can neither run nor is listed fails, and so does an entry of NOT_RUN that
-no longer matches a command. Commands run offline in a sandbox: a temp folder with links to
-the repository's files, `python`, `python3` and `.venv/bin/python` all running this
-interpreter, and `models/<name>/` holding a tiny random checkpoint in the released layout with
-the real vocabulary (the same tiny model under each of the four names). Each block runs as one
-bash script with `set -eo pipefail`; its standard input is a one-line prompt, so an interactive
-command gets a prompt and then end of input.
+no longer matches a command. Commands run offline in a sandbox laid out as a checkout after
+README's install step: a temp folder with links to the repository's files; `.venv`, a real
+virtual environment holding what `pip install -e .` leaves there (this environment's packages
+and `src/` on the path); `models/<name>/` holding a tiny random checkpoint in the released
+layout with the real vocabulary (the same tiny model under each of the four names). The PATH is
+the user's, without any virtual environment on it, so a bare `python3` is the system's (which
+lacks the requirements); each block starts with `. .venv/bin/activate`, as the README tells a
+user to do in each new terminal. Each bash block runs as one bash script with
+`set -eo pipefail`; its standard input is a one-line prompt, so an interactive command gets a
+prompt and then end of input. A Python block runs as a file with the activated `python3`.
+No block may print a Python traceback.
 """
 import concurrent.futures
 import os
@@ -17,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,9 +33,12 @@ from test_docker import ROOT, check_invocations, instructions, shell_tokens
 
 DOCS = ("README.md", "DEVELOPERS.md")
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console", "zsh"}
-TIMEOUT = 60  # seconds per block; a tiny model samples in well under that
+PYTHON_LANGUAGES = {"python", "py"}
+# Seconds per block, a guard against hangs: a block of six TensorFlow start-ups takes over a
+# minute on a busy 2-core machine.
+TIMEOUT = 240
 PROMPT = "Hello, my name is\n"
-TINY_HPARAMS = dict(n_vocab=50257, n_ctx=64, n_embd=16, n_head=2, n_layer=2)
+TINY_HPARAMS = dict(n_vocab=50257, n_ctx=128, n_embd=16, n_head=2, n_layer=2)  # --length 100 fits
 MODEL_NAMES = ("124M", "355M", "774M", "1558M")
 OFFLINE = "http://127.0.0.1:9"  # the discard port: nothing listens, connections fail at once
 
@@ -42,16 +51,15 @@ BENCH = "a benchmark: minutes of full load on real-size weights (requirements-be
 # (document, command) -> why it is not run. The command is compared token by token, so
 # spacing, quoting and trailing comments do not matter; anything else does.
 NOT_RUN = {
-    ("README.md", "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt && "
-                  ".venv/bin/python download_model.py 124M && "
-                  ".venv/bin/python src/interactive_conditional_samples.py --model_name 124M"):
-        f"{INTERNET}: installs from PyPI and downloads the real 124M weights",
+    ("README.md", "python3 -m venv .venv && . .venv/bin/activate && pip install -e ."):
+        f"{INTERNET}: installs from PyPI (the sandbox's .venv is what it leaves)",
+    ("README.md", "python3 download_model.py 124M"): f"{INTERNET}: downloads the real weights",
     ("README.md", "./test.sh"): RECURSES,
-    ("README.md", ".venv/bin/python bench/bench_sampling.py"): BENCH,
-    ("README.md", ".venv/bin/python bench/bench_encoder.py"): BENCH,
+    ("README.md", "python3 bench/bench_sampling.py"): BENCH,
+    ("README.md", "python3 bench/bench_encoder.py"): BENCH,
     ("DEVELOPERS.md", "python3 -m venv .venv"):
         "would replace the sandbox's .venv (./test.sh runs the same command)",
-    ("DEVELOPERS.md", ".venv/bin/pip install -r requirements.txt"): f"{INTERNET}: installs from PyPI",
+    ("DEVELOPERS.md", "pip install -e ."): f"{INTERNET}: installs from PyPI",
     ("DEVELOPERS.md", "./test.sh"): RECURSES,
     ("DEVELOPERS.md", "./test.sh -k encoder"): RECURSES,
     ("DEVELOPERS.md", "python3 download_model.py 124M"): f"{INTERNET}: downloads the real weights",
@@ -70,15 +78,13 @@ NOT_RUN = {
     ("DEVELOPERS.md", "HF_TOKEN=hf_xxx python3 download_model.py --hub my-org/private-gpt2 --name mine"):
         f"{INTERNET}: downloads a private repository that exists only in the example",
     # The "## Speed and benchmarks" section.
-    ("DEVELOPERS.md", ".venv/bin/pip install -r requirements-bench.txt"):
+    ("DEVELOPERS.md", "pip install -r requirements-bench.txt"):
         f"{INTERNET}: installs psutil (and the test requirements) from PyPI",
-    ("DEVELOPERS.md", ".venv/bin/python bench/bench_sampling.py --runs 5"): BENCH,
-    ("DEVELOPERS.md", ".venv/bin/python bench/bench_sampling.py --runs 3 --only b1_256 b8_256"):
-        BENCH,
-    ("DEVELOPERS.md", ".venv/bin/python bench/bench_sampling.py --only b1_256 --load_rss 1558M"):
-        BENCH,
-    ("DEVELOPERS.md", ".venv/bin/python bench/bench_dtype.py"): BENCH,
-    ("DEVELOPERS.md", ".venv/bin/python bench/bench_encoder.py"): BENCH,
+    ("DEVELOPERS.md", "python3 bench/bench_sampling.py --runs 5"): BENCH,
+    ("DEVELOPERS.md", "python3 bench/bench_sampling.py --runs 3 --only b1_256 b8_256"): BENCH,
+    ("DEVELOPERS.md", "python3 bench/bench_sampling.py --only b1_256 --load_rss 1558M"): BENCH,
+    ("DEVELOPERS.md", "python3 bench/bench_dtype.py"): BENCH,
+    ("DEVELOPERS.md", "python3 bench/bench_encoder.py"): BENCH,
     # The "## Docker" section.
     ("DEVELOPERS.md", "docker build -f Dockerfile.cpu -t gpt-2:cpu ."): DOCKER,
     ("DEVELOPERS.md", 'docker build -f Dockerfile.cpu --build-arg MODELS="124M 355M" -t gpt-2:cpu .'):
@@ -105,6 +111,10 @@ NOT_RUN = {
     ("DEVELOPERS.md", ".venv/bin/python bench/bench_convert.py --size 1558M"):
         f"{BENCH}; writes 19 GB of random weights and conversions",
 }
+
+
+# Python blocks not run, by "document:line" of their opening fence -> why.
+PYTHON_NOT_RUN: dict[str, str] = {}
 
 
 def tokens_of(command: str) -> list[str]:
@@ -184,6 +194,7 @@ def fenced_blocks(doc: str) -> list[Block]:
 
 ALL_BLOCKS = [block for doc in DOCS for block in fenced_blocks(doc)]
 SHELL_BLOCKS = [block for block in ALL_BLOCKS if block.language in SHELL_LANGUAGES]
+PYTHON_BLOCKS = [block for block in ALL_BLOCKS if block.language in PYTHON_LANGUAGES]
 
 
 # --- the sandbox --------------------------------------------------------------------------------
@@ -201,11 +212,44 @@ def tiny_released_model(tmp_path_factory) -> str:
     return path
 
 
-def make_sandbox(root: str, model: str) -> dict:
-    """Fills `root` as a checkout would look after the set-up commands; returns the environment."""
+@pytest.fixture(scope="session")
+def installed_venv(tmp_path_factory) -> str:
+    """A real virtual environment holding what `pip install -e .` leaves there: this
+    environment's packages (the requirements) and src/ on the path (setuptools' editable
+    install of our src layout writes exactly that path into a .pth file; test_api.py checks
+    it with pip itself)."""
+    return make_venv(str(tmp_path_factory.mktemp("docs-venv") / "venv"))
+
+
+def make_venv(path: str) -> str:
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", path], check=True, timeout=120)
+    site = subprocess.run([os.path.join(path, "bin", "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    ours = sysconfig.get_paths()["purelib"]
+    with open(os.path.join(site, "gpt2_requirements.pth"), "w") as f:
+        f.write(f"import site; site.addsitedir({ours!r})\n")
+    with open(os.path.join(site, "__editable__.gpt_2_tf2.pth"), "w") as f:
+        f.write(os.path.join(ROOT, "src") + "\n")
+    return path
+
+
+def user_path() -> str:
+    """PATH without any virtual environment's bin folder: what a user's shell has before
+    `. .venv/bin/activate`."""
+    keep = [d for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and not os.path.exists(os.path.join(d, "..", "pyvenv.cfg"))]
+    return os.pathsep.join(keep)
+
+
+def make_sandbox(root: str, model: str, venv: str) -> dict:
+    """Fills `root` as a checkout would look after README's install step; returns the
+    environment."""
     for name in os.listdir(ROOT):
         if name not in NOT_LINKED:
             os.symlink(os.path.join(ROOT, name), os.path.join(root, name))
+    os.symlink(venv, os.path.join(root, ".venv"))
     os.makedirs(os.path.join(root, "bench"))  # a real folder, so results stay in the sandbox
     bench = os.path.join(ROOT, "bench")
     for name in os.listdir(bench) if os.path.isdir(bench) else []:
@@ -214,24 +258,18 @@ def make_sandbox(root: str, model: str) -> dict:
     shutil.copytree(model, os.path.join(root, "models", "124M"))
     for name in MODEL_NAMES[1:]:
         os.symlink("124M", os.path.join(root, "models", name))
-    wrapper = f'#!/bin/sh\nexec "{sys.executable}" "$@"\n'
-    for folder, names in (("bin", ("python", "python3")), (".venv/bin", ("python", "python3"))):
-        os.makedirs(os.path.join(root, folder), exist_ok=True)
-        for name in names:
-            path = os.path.join(root, folder, name)
-            with open(path, "w") as f:
-                f.write(wrapper)
-            os.chmod(path, 0o755)
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TF_CPP", "PYTHON", "FIRE_", "PAGER", "VIRTUAL_ENV"))}
     env.update({
-        "PATH": os.path.join(root, "bin") + os.pathsep + env.get("PATH", ""),
-        "LANG": "C.UTF-8", "FIRE_PAGER": "cat", "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PATH": user_path(), "LANG": "C.UTF-8",
         "GPT2_BASE_URL": f"{OFFLINE}/gpt-2/models", "HTTP_PROXY": OFFLINE, "HTTPS_PROXY": OFFLINE,
         "http_proxy": OFFLINE, "https_proxy": OFFLINE, "NO_PROXY": "", "no_proxy": "",
         "PIP_NO_INDEX": "1",
     })
-    env.pop("VIRTUAL_ENV", None)
     return env
+
+
+ACTIVATE = ". .venv/bin/activate"  # README: in each new terminal, before anything else
 
 
 @dataclass
@@ -241,9 +279,17 @@ class Outcome:
     seconds: float
 
 
-def run_script(script: str, model: str) -> Outcome:
+def run_script(script: str, model: str, venv: str, *, python: str | None = None,
+               activate: bool = True) -> Outcome:
+    """Runs a bash script (or, with `python`, that Python code as a file) in a sandbox."""
     with tempfile.TemporaryDirectory(prefix="docs-") as root:
-        env = make_sandbox(root, model)
+        env = make_sandbox(root, model, venv)
+        if python is not None:
+            with open(os.path.join(root, "docs_example.py"), "w", encoding="utf-8") as f:
+                f.write(python)
+            script = "python3 docs_example.py"
+        if activate:
+            script = f"{ACTIVATE}\n{script}"
         start = time.monotonic()
         process = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", script], cwd=root, env=env,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -259,14 +305,21 @@ def run_script(script: str, model: str) -> Outcome:
 
 
 @pytest.fixture(scope="session")
-def outcomes(request, tiny_released_model) -> dict:
+def outcomes(request, tiny_released_model, installed_venv) -> dict:
     """Runs every selected block that has something to run, two at a time."""
     selected = [item.callspec.params["block"] for item in request.session.items
-                if getattr(item, "originalname", None) == "test_block_runs"]
-    todo = {block.id: block.script() for block in selected if block.script().strip()}
+                if getattr(item, "originalname", None) in ("test_block_runs",
+                                                           "test_python_block_runs")]
+    todo = {}
+    for block in selected:
+        if block.language in PYTHON_LANGUAGES and block.id not in PYTHON_NOT_RUN:
+            todo[block.id] = dict(script="", python=block.text)
+        elif block.language in SHELL_LANGUAGES and block.script().strip():
+            todo[block.id] = dict(script=block.script())
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {key: pool.submit(run_script, script, tiny_released_model)
-                   for key, script in todo.items()}
+        futures = {key: pool.submit(run_script, model=tiny_released_model, venv=installed_venv,
+                                    **job)
+                   for key, job in todo.items()}
         return {key: future.result() for key, future in futures.items()}
 
 
@@ -286,6 +339,21 @@ def test_block_runs(block, outcomes):
         f"{block.id} exited {outcome.returncode}. Fix the command, or list it in NOT_RUN in "
         f"tests/test_docs.py with the reason it cannot run offline on a tiny model.\n"
         f"--- script ---\n{script}\n--- output ---\n{tail}")
+    assert "Traceback (most recent call last)" not in outcome.output, tail
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.id for b in PYTHON_BLOCKS])
+def test_python_block_runs(block, outcomes):
+    """A Python example runs as a file with the activated environment's python3, from the
+    checkout's top folder, as a user who followed README's install would run it."""
+    if block.id in PYTHON_NOT_RUN:
+        pytest.skip(f"not run: {PYTHON_NOT_RUN[block.id]}")
+    outcome = outcomes[block.id]
+    tail = outcome.output[-3000:]
+    assert outcome.returncode == 0 and "Traceback" not in outcome.output, (
+        f"{block.id} exited {outcome.returncode}. Fix the example, or list it in "
+        f"PYTHON_NOT_RUN in tests/test_docs.py with the reason.\n--- code ---\n{block.text}"
+        f"\n--- output ---\n{tail}")
 
 
 def test_docs_have_shell_blocks():
@@ -304,6 +372,8 @@ def test_not_run_list_matches_the_docs():
     present = {(b.doc, canonical(c)) for b in SHELL_BLOCKS for c in b.commands()}
     stale = [key for key in NOT_RUN_CANONICAL if key not in present]
     assert stale == []
+    python = {b.id for b in PYTHON_BLOCKS}
+    assert [key for key in PYTHON_NOT_RUN if key not in python] == []
 
 
 @pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[b.id for b in SHELL_BLOCKS])
@@ -336,22 +406,29 @@ def test_commands_name_real_scripts_and_flags(block):
     assert problems == []
 
 
-def test_sandbox_is_offline_with_a_tiny_released_model(tiny_released_model):
-    """The machinery under test_block_runs, on a made-up block: the interpreter is this one,
-    the four model names hold the released layout, the prompt arrives on stdin, and a download
-    fails at once instead of reaching the internet."""
+def test_sandbox_is_offline_with_a_tiny_released_model(tiny_released_model, installed_venv):
+    """The machinery under test_block_runs, on a made-up block: before activation `python3`
+    is the system's, which lacks the requirements (the old sandbox put this environment's
+    interpreter first on PATH, which hid README's `ModuleNotFoundError: fire`); after it,
+    the sandbox's .venv has them and src/; the four model names hold the released layout,
+    the prompt arrives on stdin, and a download fails at once instead of reaching the
+    internet."""
     script = "\n".join([
-        '.venv/bin/python -c "import sys; print(sys.executable)"',
+        "python3 -c 'import sys; print(sys.prefix)'",
+        "! python3 -c 'import fire' 2>/dev/null",
+        ACTIVATE,
+        'python3 -c "import sys, fire, gpt2, importlib.util as u; u.find_spec(\'tensorflow\').name; print(sys.prefix)"',
         "python3 -c \"import json; print(json.load(open('models/1558M/hparams.json'))['n_vocab'])\"",
         "ls models/124M",
         "head -c 17 -",
         "! python3 download_model.py 355M --retries 0 --timeout 5",
         "test ! -e bench/results",
     ])
-    outcome = run_script(script, tiny_released_model)
+    outcome = run_script(script, tiny_released_model, installed_venv, activate=False)
     assert outcome.returncode == 0, outcome.output
-    lines = outcome.output.splitlines()
-    assert lines[0] == sys.executable
+    system, *lines = outcome.output.splitlines()
+    assert os.path.realpath(system) != os.path.realpath(installed_venv)
+    assert os.path.realpath(lines[0]) == os.path.realpath(installed_venv)
     assert lines[1] == "50257"
     assert lines[2:9] == sorted(["checkpoint", "encoder.json", "hparams.json",
                                  "model.ckpt.data-00000-of-00001", "model.ckpt.index",
@@ -360,6 +437,24 @@ def test_sandbox_is_offline_with_a_tiny_released_model(tiny_released_model):
     assert "127.0.0.1" in outcome.output and outcome.seconds < 30
 
 
-def test_a_failing_block_fails(tiny_released_model):
-    outcome = run_script("true\nfalse\necho unreachable", tiny_released_model)
+def test_readme_activates_before_anything_else():
+    """README's install step leaves the environment active, and says to activate it in each
+    new terminal: what every block here assumes."""
+    first = SHELL_BLOCKS[0]
+    assert first.doc == "README.md" and ". .venv/bin/activate" in first.text
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        assert "in each new terminal, run `. .venv/bin/activate` first" in " ".join(
+            f.read().split())
+
+
+def test_readme_names_the_faster_settings_next_to_the_defaults():
+    """Issue 14: `--dtype bfloat16` and the other faster settings were only listed as flags."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        quick = f.read().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    for setting in ("--top_k 40", "--length", "--dtype bfloat16", "n_ctx // 2"):
+        assert setting in quick
+
+
+def test_a_failing_block_fails(tiny_released_model, installed_venv):
+    outcome = run_script("true\nfalse\necho unreachable", tiny_released_model, installed_venv)
     assert outcome.returncode != 0 and "unreachable" not in outcome.output
