@@ -146,6 +146,12 @@ def parse(fn, argv: list[str]) -> tuple[list, dict]:
         if p.name in kwargs:
             errors.append(f"{p.name} is given twice: as the argument {shown(value)} and as "
                           f"--{p.name}")
+    given = set(kwargs) | {p.name for p in positional[:len(args)]}
+    for p in params:
+        if p.default is inspect.Parameter.empty and p.name not in given:
+            errors.append(f"--{p.name} is required" + (
+                f" (or {p.name.upper()} as argument {positional.index(p) + 1})"
+                if p.positional else ""))
     if errors:
         raise ParseError(errors[0])
     return [typed(p, v) for p, v in zip(positional, args)], kwargs
@@ -185,10 +191,11 @@ def help_text(fn, prog: str, *, width: int | None = None) -> str:
             default = {True: "on", False: "off"}.get(p.default, "see below")
         else:
             flag = f"--{p.name}={p.name.upper()}"
-            default = "none" if p.default in (None, inspect.Parameter.empty) else p.default
+            default = "required" if p.default is inspect.Parameter.empty else \
+                "none" if p.default is None else p.default
         if p.repeated:
             flag += " (repeatable)"
-        out.append(f"  {flag}   (default: {default})")
+        out.append(f"  {flag}   ({'' if default == 'required' else 'default: '}{default})")
         if described.get(p.name):
             out.append(paragraph(described[p.name], width, " " * 6))
     out.append("  -h, --help")

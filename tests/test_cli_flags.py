@@ -93,6 +93,21 @@ def test_bad_command_lines_name_the_flag(argv, message):
     assert str(e.value) == message
 
 
+def needs(src, dst=None, *, force=False):
+    """Args:
+        src: Required.
+    """
+
+
+def test_a_parameter_without_a_default_is_required():
+    """Fire said `The function received no value for the required argument`; the bare call
+    was a TypeError traceback through cli.fire_main."""
+    with pytest.raises(flags.ParseError, match=r"^--src is required \(or SRC as argument 1\)$"):
+        flags.parse(needs, ["--force"])
+    assert flags.parse(needs, ["a"]) == (["a"], {})
+    assert "--src=SRC   (required)" in flags.help_text(needs, "x")
+
+
 def test_help_wins_and_a_value_named_h_is_a_value():
     for argv in (["--help"], ["-h"], ["--lenght", "3", "--help"], ["--seed", "1", "-h"]):
         with pytest.raises(flags.Help):
