@@ -105,9 +105,9 @@ class GPT2:
             return opts, strategy, None, opts.length or self.hparams.n_ctx - 1
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompt must be a non-empty str, got {prompt!r:.60}")
-        tokens, length, _ = prompts.fit_prompt(
-            prompts.encode(self.encoder, prompts.clean(prompt)), n_ctx=self.hparams.n_ctx,
-            length=opts.length, truncate=truncate_prompt)
+        tokens, length, _ = prompts.prepare(self.encoder, prompts.clean(prompt),
+                                            n_ctx=self.hparams.n_ctx, length=opts.length,
+                                            truncate=truncate_prompt)
         return opts, strategy, tokens, length
 
     def generate(self, prompt: str | None = None, *, nsamples: int = 1, batch_size: int = 1,
@@ -157,7 +157,7 @@ class GPT2:
         self._check_idle()
         if not isinstance(text, str) or not text:
             raise ValueError(f"text must be a non-empty str, got {text!r:.60}")
-        tokens = prompts.encode(self.encoder, prompts.clean(text))
+        tokens = self.encoder.encode(prompts.clean(text))
         if self._scorer is None:
             self._scorer = score.Scorer(self.model.params, self.hparams)
         logprobs, = score.token_logprobs(self._scorer, [tokens], prefix_token=self.model.eot,

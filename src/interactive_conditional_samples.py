@@ -147,9 +147,8 @@ def interact(options: Options, *, stream: bool, truncate_prompt: bool,
 def complete(model, options: Options, out: SampleOutput, text: str, *, index: int,
              stream: bool, truncate_prompt: bool) -> None:
     """nsamples continuations of one prompt, printed and closed by the rule, or written."""
-    tokens, length, message = fit_prompt(prompts.encode(model.enc, text),
-                                         n_ctx=model.hparams.n_ctx, length=options.length,
-                                         truncate=truncate_prompt)
+    tokens, length, message = prompts.prepare(model.enc, text, n_ctx=model.hparams.n_ctx,
+                                              length=options.length, truncate=truncate_prompt)
     if message:
         cli.note(PROG, message)
     out.restart()

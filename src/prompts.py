@@ -106,9 +106,27 @@ def read_line(stdin, stdout, *, echo: bool = True) -> str:
     return line
 
 
-def encode(enc, text: str) -> list[int]:
-    """A prompt's tokens: the one place where the scripts and the API encode prompts."""
-    return enc.encode(text)
+def prepare(enc, text: str, *, n_ctx: int, length, truncate: bool):
+    """(prompt tokens, sample length, a note or None): the one place where the scripts and
+    the API encode a prompt, fitted to the context by `fit_prompt`.
+
+    A prompt of more UTF-8 bytes than its room of tokens can stand for cannot fit: it is
+    refused, or with `truncate` only its end is encoded, before BPE runs over all of it (a
+    megabyte without spaces would keep BPE busy for seconds)."""
+    default = n_ctx // 2
+    room = n_ctx - (length if length is not None else default if truncate else 1)
+    size = len(text.encode("utf-8"))
+    if size <= enc.max_prompt_bytes(room):
+        return fit_prompt(enc.encode(text), n_ctx=n_ctx, length=length, truncate=truncate)
+    if not truncate:
+        raise PromptTooLong(f"the prompt has {size:,} bytes, more than {room} tokens can hold "
+                            f"(at most {enc.max_prompt_bytes(room):,} bytes) beside the "
+                            f"sample in the model's context of {n_ctx} tokens: shorten it, "
+                            f"or pass --truncate_prompt to keep its end")
+    tokens = enc.encode_tail(text, room)
+    return tokens, length or default, (
+        f"note: the prompt has {size:,} bytes; keeping its last {len(tokens)} tokens so that "
+        f"they and {length or default} new tokens fit the context of {n_ctx}")
 
 
 def fit_prompt(tokens: list, *, n_ctx: int, length, truncate: bool):

@@ -8,7 +8,6 @@ bad flag is answered at once instead of after TensorFlow's start-up.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import os
@@ -25,7 +24,6 @@ RULE = "=" * 80  # the interactive script's line after each prompt's samples
 # notice that precedes them, and the CUDA probe's errors on a machine without a GPU.
 TF_NOISE = re.compile(r"I\d{4} |WARNING: All log messages before absl::InitializeLog"
                       r"|E\d{4} .*(cuInit|cuda_platform|cuda_dnn|cuda_blas|cuda_fft)")
-SAMPLERS_KEPT = 2  # compiled samplers kept per model; each holds its own key/value cache
 
 
 def header(n: int) -> str:
@@ -34,7 +32,7 @@ def header(n: int) -> str:
 
 @dataclasses.dataclass
 class Model:
-    """A loaded model with its encoder; samplers are built (and kept) per strategy."""
+    """A loaded model with its encoder; samplers are made (and kept) per strategy."""
 
     enc: object  # encoder.Encoder
     hparams: object  # model.HParams
@@ -42,24 +40,17 @@ class Model:
     strategy: dict  # the run's temperature, top_k, top_p, checked by sample.strategy
     eot: int  # <|endoftext|>: the unconditional start token, and where samples may end
     model_dir: str = ""
-    samplers: collections.OrderedDict = dataclasses.field(
-        default_factory=collections.OrderedDict)
 
     @property
     def sampler(self):
         return self.sampler_for(self.strategy)
 
     def sampler_for(self, strategy: dict):
-        """The compiled sampler of `strategy` (sample.strategy's dict): the one place that
-        builds samplers, so another runtime plugs in here."""
+        """The compiled sampler of `strategy` (sample.strategy's dict), kept by
+        sample.sampler_for: the one place the scripts and the API get samplers from, so
+        another runtime plugs in here."""
         import sample
-        key = tuple(sorted(strategy.items()))
-        if key not in self.samplers:
-            while len(self.samplers) >= SAMPLERS_KEPT:
-                self.samplers.popitem(last=False)
-            self.samplers[key] = sample.Sampler(self.params, self.hparams, **strategy)
-        self.samplers.move_to_end(key)
-        return self.samplers[key]
+        return sample.sampler_for(self.params, self.hparams, **strategy)
 
     def generate(self, context: list[int] | None, *, batch_size: int, length: int,
                  seed: int | None, stop: bool, strategy: dict | None = None):
@@ -148,6 +139,12 @@ def load_model(options: Options) -> Model:
     except ValueError as e:
         raise UsageError(str(e)) from None
     check_length(options.length, hparams.n_ctx)
+    try:  # a batch whose key/value cache cannot fit in memory (1e10) is refused here
+        sample.check_batch_size(options.batch_size, hparams=hparams,
+                                positions=(options.length or hparams.n_ctx - 1) + 1,
+                                dtype_size=2 if options.dtype == "bfloat16" else 4)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return open_model(model_dir, hparams, dtype=options.dtype, strategy=strategy)
 
 

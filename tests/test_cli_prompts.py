@@ -178,3 +178,49 @@ def test_no_progress_among_samples_printed_to_the_same_place(monkeypatch, tmp_pa
     assert not progress.wanted(to_stdout=True)
     assert progress.wanted(to_stdout=False)
     log.close()
+
+
+@pytest.fixture
+def no_long_bpe(monkeypatch):
+    """Fails the test if BPE is asked to encode a long text whole."""
+    import encoder
+    encode = encoder.Encoder.encode
+
+    def bounded(self, text):
+        assert len(text) < 100_000, "the whole prompt went through BPE"
+        return encode(self, text)
+
+    monkeypatch.setattr(encoder.Encoder, "encode", bounded)
+
+
+def test_a_megabyte_prompt_is_refused_before_bpe_and_the_next_is_answered(run_script,
+                                                                          no_long_bpe):
+    """Issue 13: a 1 MB prompt without spaces kept BPE busy for minutes before it was
+    refused as too long; its byte count alone shows it cannot fit."""
+    r = run_script(ics, "--length", 8, "--nostream", stdin=b"a" * 1_000_000 + b"\nHi\n")
+    assert r.code == 1
+    assert (f"{ics.PROG}: error: the prompt has 1,000,000 bytes, more than 56 tokens can "
+            f"hold (at most 7,168 bytes) beside the sample in the model's context of 64 "
+            f"tokens: shorten it, or pass --truncate_prompt to keep its end") in r.stderr
+    assert len(parse_samples(r.stdout)) == 1
+    assert r.stderr.endswith("1 sample for 1 prompt printed; 1 refused (see above)\n")
+
+
+def test_truncate_prompt_encodes_only_the_end_of_a_megabyte_prompt(run_script, contexts,
+                                                                   no_long_bpe):
+    text = "word " * 200_000 + "the end"
+    r = run_script(ics, "--length", 8, "--nostream", "--truncate_prompt",
+                   stdin=text.encode() + b"\n")
+    assert r.code == 0, r.stderr
+    assert contexts[0].endswith(" word word the end") and len(contexts[0]) < 300
+    assert "note: the prompt has 1,000,007 bytes; keeping its last 56 tokens" in r.stderr
+
+
+@pytest.mark.parametrize("batch_size", ["1e10", "1e30"])
+def test_a_batch_too_large_for_memory_is_a_usage_error(run_script, batch_size):
+    """Issue 13: a NumPy MemoryError traceback before TensorFlow's out-of-memory path."""
+    r = run_script(gus, "--batch_size", batch_size, "--length", 4)
+    assert r.code == 2
+    assert r.stderr.startswith(f"{gus.PROG}: error: batch_size {int(float(batch_size))} "
+                               f"cannot fit: the key/value cache of 5 positions per sample")
+    assert r.stderr.count("\n") == 1 and "use --batch_size" in r.stderr
