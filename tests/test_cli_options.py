@@ -97,8 +97,9 @@ def test_a_missing_model_exits_1_with_the_download_command(run_script, tmp_path,
     there; here: one line, exit 1, the download of the right model into the right folder."""
     r = run_script(script, "--models_dir", tmp_path, "--model_name", "124M", model=False)
     assert r.code == 1
-    assert re.fullmatch(rf"{script.PROG}: error: {tmp_path}/124M not found.*: run `\S*python\S* "
-                        rf"\S*download_model.py 124M --models_dir {tmp_path}`\n", r.stderr), r.stderr
+    assert re.fullmatch(rf"{script.PROG}: error: {tmp_path}/124M not found.*: run "
+                        rf"`\S*python\S* \S*download_model.py 124M --models_dir {tmp_path}`\n",
+                        r.stderr), r.stderr
 
 
 @pytest.mark.parametrize("output, message", [
