@@ -18,6 +18,7 @@ import pytest
 import interactive_conditional_samples as ics
 from conftest import RULE, parse_samples
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTERACTIVE = os.path.join(ROOT, "src", "interactive_conditional_samples.py")
 UNCONDITIONAL = os.path.join(ROOT, "src", "generate_unconditional_samples.py")
