@@ -224,3 +224,24 @@ def test_a_batch_too_large_for_memory_is_a_usage_error(run_script, batch_size):
     assert r.stderr.startswith(f"{gus.PROG}: error: batch_size {int(float(batch_size))} "
                                f"cannot fit: the key/value cache of 5 positions per sample")
     assert r.stderr.count("\n") == 1 and "use --batch_size" in r.stderr
+
+
+def test_an_endless_dump_reports_progress_off_a_terminal(run_script, tmp_path, monkeypatch):
+    """Issue 14: the endless mode showed no progress. Stopped by Ctrl-C in its third batch."""
+    monkeypatch.setattr(progress, "EVERY", 0.0)
+    generate, calls = samples_io.Model.generate, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(samples_io.Model, "generate", interrupted)
+    out = tmp_path / "endless.jsonl"
+    r = run_script(gus, "--output", out, "--length", 3)
+    assert r.code == 130
+    first, second, last = r.stderr.splitlines()
+    assert first.startswith(f"{gus.PROG}: 1 sample in ") and first.endswith("/s")
+    assert second.startswith(f"{gus.PROG}: 2 samples in ")
+    assert last == f"{gus.PROG}: interrupted after 2 samples, all in {out}"
