@@ -51,9 +51,11 @@ BENCH = "a benchmark: minutes of full load on real-size weights (requirements-be
 # (document, command) -> why it is not run. The command is compared token by token, so
 # spacing, quoting and trailing comments do not matter; anything else does.
 NOT_RUN = {
-    ("README.md", "python3 -m venv .venv && . .venv/bin/activate && pip install -e ."):
-        f"{INTERNET}: installs from PyPI (the sandbox's .venv is what it leaves)",
-    ("README.md", "python3 download_model.py 124M"): f"{INTERNET}: downloads the real weights",
+    ("README.md", "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && "
+                  "python3 download_model.py 124M && "
+                  "python3 src/interactive_conditional_samples.py --model_name 124M"):
+        f"{INTERNET}: installs from PyPI (the sandbox's .venv is what it leaves) and downloads "
+        f"the real 124M weights",
     ("README.md", "./test.sh"): RECURSES,
     ("README.md", "python3 bench/bench_sampling.py"): BENCH,
     ("README.md", "python3 bench/bench_encoder.py"): BENCH,
