@@ -129,7 +129,8 @@ class Scorer:
 
     def score(self, windows: Sequence[Window], *, batch_size: int = 8,
               progress: Callable[[int], None] | None = None) -> list[Scored]:
-        """One `Scored` per window, in order; `progress(n)` after each batch of n windows."""
+        """One `Scored` per window, in order; `progress(n)` after each batch, n being the
+        input tokens of its windows (for a bar with a fair ETA)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         for w in windows:
@@ -144,7 +145,7 @@ class Scorer:
             for i, scored in zip(order[start:start + batch_size], self._run(batch)):
                 results[i] = scored
             if progress is not None:
-                progress(len(batch))
+                progress(sum(len(w.tokens) - 1 for w in batch))
         return results
 
     def _run(self, batch: list[Window]) -> list[Scored]:

@@ -1,0 +1,175 @@
+"""evaluate.py end to end on the tiny model: the JSON and the table, and every bad input of
+FAULTS.md E1-E4 and the issue: one line naming the file (and line) and the format, exit 1
+or 2, never a traceback."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_tasks import LAMBADA, WIKITEXT, write_lambada
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import evaluate  # noqa: E402
+
+KEYS = {"task", "model", "examples", "metrics", "settings"}
+TEXT_METRICS = {"log_likelihood", "tokens", "words", "bytes", "token_perplexity",
+                "word_perplexity", "bits_per_byte", "skipped"}
+
+
+def one_line_error(result, *needles):
+    """stderr is exactly one line naming evaluate.py and containing each needle."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("evaluate.py: error: "), lines[0]
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert str(needle) in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def lambada_file(tmp_path):
+    return write_lambada(tmp_path / "lambada_test.jsonl", LAMBADA)
+
+
+@pytest.fixture
+def wiki_file(tmp_path):
+    path = tmp_path / "wiki.test.raw"
+    path.write_text(WIKITEXT, encoding="utf-8")
+    return path
+
+
+def test_the_lambada_command_writes_the_json(cli_models, lambada_file, tmp_path):
+    """The acceptance's command, as a new user runs it (a subprocess, from the repo root)."""
+    out = tmp_path / "out.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "evaluate.py", "lambada", "--data", str(lambada_file), "--model_name",
+         "tiny", "--models_dir", cli_models, "--output", str(out)],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    assert set(record) == KEYS
+    assert (record["task"], record["model"], record["examples"]) == ("lambada", "tiny", 4)
+    assert set(record["metrics"]) == {"accuracy", "perplexity", "skipped"}
+    assert 0 <= record["metrics"]["accuracy"] <= 1 and record["metrics"]["perplexity"] > 1
+    assert record["settings"]["window_rule"] == "disjoint"
+    assert "| perplexity" in done.stdout and "| accuracy" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_the_text_command_writes_the_json(run_script, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("Some notes.\nMore notes, with ünïcödé.\n", encoding="utf-8")
+    out = tmp_path / "out.json"
+    result = run_script(evaluate, "text", "--data", path, "--output", out)
+    assert result.code == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert set(record) == KEYS and record["examples"] == 1
+    assert set(record["metrics"]) == TEXT_METRICS
+    assert record["metrics"]["bytes"] == len(path.read_bytes())
+    for name in TEXT_METRICS:
+        assert f"| {name} " in result.stdout
+    assert result.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_progress_bar_at_a_terminal_and_the_stride_rule(run_script, wiki_file):
+    result = run_script(evaluate, "wikitext2", "--data", wiki_file, "--window_rule", "stride",
+                        tty_stderr=True)
+    assert result.code == 0, result.stderr
+    assert "scoring" in result.stderr and "tok" in result.stderr and "100%" in result.stderr
+    assert "| word_perplexity" in result.stdout
+
+
+def test_an_existing_output_is_kept_unless_overwrite(run_script, lambada_file, tmp_path):
+    out = tmp_path / "out.json"
+    out.write_text("earlier results")
+    result = run_script(evaluate, "lambada", "--data", lambada_file, "--output", out)
+    assert result.code == 2
+    one_line_error(result, out, "--overwrite")
+    assert out.read_text() == "earlier results"
+    result = run_script(evaluate, "lambada", "--data", lambada_file, "--output", out,
+                        "--limit", 2, "--overwrite")
+    assert result.code == 0 and json.loads(out.read_text())["examples"] == 2
+
+
+def test_a_one_word_passage_is_skipped_and_named(run_script, tmp_path):
+    path = write_lambada(tmp_path / "l.jsonl", LAMBADA[:2] + ["Alone"])
+    result = run_script(evaluate, "lambada", "--data", path)
+    assert result.code == 0
+    assert result.stderr.strip() == (f"evaluate.py: {path}: line 3: skipped: the passage has "
+                                     f"one word: no context to predict it from")
+    assert "| skipped    | 1 |" in result.stdout
+    only = write_lambada(tmp_path / "one.jsonl", ["Alone"])
+    result = run_script(evaluate, "lambada", "--data", only)
+    assert result.code == 1
+    assert "line 1: skipped: the passage has one word" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"evaluate.py: error: {only}: nothing could be scored")
+
+
+@pytest.mark.parametrize("task, content, needles", [
+    ("lambada", None, ["not found", "lambada_test.jsonl"]),
+    ("lambada", b"", ["is empty", "lambada_test.jsonl"]),
+    ("lambada", b" \n  \n", ["is empty", "lambada_test.jsonl"]),
+    ("lambada", WIKITEXT.encode(), ["line 2: this looks like a WikiText file",
+                                    "lambada_test.jsonl"]),
+    ("lambada", b'{"text": "fine passage here"}\n["no", "text"]\n', ['line 2: no "text"']),
+    ("lambada", b'{"text": "a passage"}\n{"text": "caf\xe9 au lait"}\n',
+     ["line 2: byte 0xe9 (offset 35) is not UTF-8", "lambada_test.jsonl"]),
+    ("wikitext2", b'{"text": "a passage"}\n', ["line 1: this looks like JSON lines",
+                                               "wiki.test.raw"]),
+    ("wikitext103", b" plain text\n without headings \n", ["no ' = Title = ' line found"]),
+    ("ptb", b" no it was n't black monday \n But Capitals Here \n", ["line 2", "ptb.test.txt"]),
+    ("enwik8", b"plain text, not xml\n", ["line 1", "<mediawiki"]),
+    ("text8", b"lowercase words then a Capital", ["line 1", "'C' at offset 23", "a-z"]),
+    ("cbt-cn", b'{"text": "a passage"}\n', ["line 1: this looks like JSON lines",
+                                            "cbtest_CN_valid_2000ex.txt"]),
+    ("cbt-ne", b"1 One .\n2 Two .\n\n", ["line 3", "has 2 sentences and no query"]),
+    ("text", b"\xff\xfe text", ["line 1: byte 0xff (offset 0) is not UTF-8", "UTF-8 text"]),
+])
+def test_bad_data_files(run_script, tmp_path, task, content, needles):
+    path = tmp_path / "data"
+    if content is not None:
+        path.write_bytes(content)
+    result = run_script(evaluate, task, "--data", path)
+    assert result.code == 1
+    one_line_error(result, path, "expected", *needles)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--limit", 5], ["--limit 5 is larger than the 4 examples", "--limit 4"]),
+    (["--limit", 0], ["--limit must be at least 1"]),
+    (["--batch_size", 0], ["--batch_size must be at least 1"]),
+    (["--batch_size", -3], ["--batch_size must be at least 1"]),
+    (["--batch_size", "abc"], ["--batch_size must be a whole number"]),
+    (["--dtype", "float16"], ["--dtype must be one of float32, bfloat16"]),
+    (["--stride", 8], ["--stride applies to --window_rule stride"]),
+    (["--window_rule", "stride", "--stride", 65], ["larger than the model's context of 64"]),
+    (["--window_rule", "overlap"], ["--window_rule must be one of disjoint, stride"]),
+])
+def test_bad_options_are_usage_errors(run_script, lambada_file, args, needles):
+    result = run_script(evaluate, "lambada", "--data", lambada_file, *args)
+    assert result.code == 2
+    one_line_error(result, *needles)
+
+
+def test_unknown_task_and_missing_data_are_usage_errors(run_script, lambada_file):
+    result = run_script(evaluate, "lambda", "--data", lambada_file)
+    assert result.code == 2
+    one_line_error(result, "unknown task 'lambda'", "lambada, lambada-last-token, wikitext2")
+    result = run_script(evaluate, "wikitext2")
+    assert result.code == 2
+    one_line_error(result, "--data is required", "wiki.test.raw")
+
+
+def test_a_missing_model_is_named(run_script, lambada_file, tmp_path):
+    result = run_script(evaluate, "lambada", "--data", lambada_file, "--models_dir",
+                        tmp_path, "--model_name", "124M", model=False)
+    assert result.code == 1
+    one_line_error(result, os.path.join(tmp_path, "124M"), "download_model.py 124M")
