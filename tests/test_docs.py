@@ -47,6 +47,7 @@ RECURSES = "runs the test suite, this test included"
 DOCKER = "needs a Docker engine (tests/test_docker.py lints the Dockerfiles instead)"
 DOCKER_GPU = "needs a Docker engine and an NVIDIA GPU"
 BENCH = "a benchmark: minutes of full load on real-size weights (requirements-bench.txt)"
+TEST_SET = "needs the task's public test file (the sandbox is offline and has none)"
 
 # (document, command) -> why it is not run. The command is compared token by token, so
 # spacing, quoting and trailing comments do not matter; anything else does.
@@ -59,6 +60,7 @@ NOT_RUN = {
     ("README.md", "./test.sh"): RECURSES,
     ("README.md", "python3 bench/bench_sampling.py"): BENCH,
     ("README.md", "python3 bench/bench_encoder.py"): BENCH,
+    ("README.md", "python3 bench/bench_score.py"): BENCH,
     ("DEVELOPERS.md", "python3 -m venv .venv"):
         "would replace the sandbox's .venv (./test.sh runs the same command)",
     ("DEVELOPERS.md", "pip install -e ."): f"{INTERNET}: installs from PyPI",
@@ -79,6 +81,14 @@ NOT_RUN = {
         f"{INTERNET}: downloads from the Hugging Face Hub",
     ("DEVELOPERS.md", "HF_TOKEN=hf_xxx python3 download_model.py --hub my-org/private-gpt2 --name mine"):
         f"{INTERNET}: downloads a private repository that exists only in the example",
+    # The "## Evaluating" section.
+    ("DEVELOPERS.md", "python3 evaluate.py lambada --data lambada_test.jsonl --model_name 124M "
+                      "--output lambada.json"): TEST_SET,
+    ("DEVELOPERS.md", "python3 evaluate.py wikitext2 --data wikitext-2-raw/wiki.test.raw "
+                      "--window_rule stride --stride 512"): TEST_SET,
+    ("DEVELOPERS.md", "python3 evaluate.py text --data notes.txt --models_dir checkpoint "
+                      "--model_name run1"):
+        "needs a fine-tuning run directory made by train.py, and the user's notes.txt",
     # The "## Speed and benchmarks" section.
     ("DEVELOPERS.md", "pip install -r requirements-bench.txt"):
         f"{INTERNET}: installs psutil (and the test requirements) from PyPI",
