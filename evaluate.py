@@ -119,7 +119,8 @@ def run(options: dict) -> int:
                          f"{options['data']}: use --limit {len(examples)} or less, or leave "
                          f"it out")
     examples = examples[:limit]
-    enc, hparams, params, model_dir = load(options)
+    model = load(options)
+    hparams = model.hparams
     stride = options["stride"]
     if options["window_rule"] == "stride":
         stride = stride or max(1, hparams.n_ctx // 2)
@@ -127,9 +128,9 @@ def run(options: dict) -> int:
             raise UsageError(f"--stride {stride} is larger than the model's context of "
                              f"{hparams.n_ctx}: use --stride {hparams.n_ctx} or less")
     import score
-    scorer = score.Scorer(params, hparams)
+    scorer = score.Scorer(model.params, hparams)
     with progress_bar() as bar:
-        result = tasks.evaluate(options["task"], examples, scorer=scorer, encoder=enc,
+        result = tasks.evaluate(options["task"], examples, scorer=scorer, encoder=model.enc,
                                 batch_size=options["batch_size"], stride=stride,
                                 progress=bar)
     report_skipped(options, result)
@@ -138,7 +139,7 @@ def run(options: dict) -> int:
                       f"skipped); expected {tasks.TASKS[options['task']].expected}")
     record = dict(task=options["task"], model=options["model_name"],
                   examples=result.examples, metrics=result.metrics,
-                  settings=dict(data=options["data"], model_dir=model_dir,
+                  settings=dict(data=options["data"], model_dir=model.model_dir,
                                 n_ctx=hparams.n_ctx, batch_size=options["batch_size"],
                                 limit=limit, dtype=options["dtype"],
                                 window_rule=options["window_rule"], stride=stride,
@@ -150,21 +151,17 @@ def run(options: dict) -> int:
 
 
 def load(options: dict):
-    """(encoder, hparams, params, model directory), or Failure naming what is wrong."""
-    tf = samples_io.import_tensorflow_quietly()  # here, so that usage errors skip it
-    import checkpoint
-    import encoder
+    """The model (samples_io.Model: encoder, hparams, params, model_dir), or Failure naming
+    what is wrong; loaded as the sampling scripts load it."""
+    samples_io.import_tensorflow_quietly()  # here, so that usage errors skip its start-up
     import model_paths
+    from model import HParams
     try:
         model_dir = model_paths.model_dir_for(options["model_name"], options["models_dir"])
-        enc = encoder.get_encoder(os.path.basename(model_dir), os.path.dirname(model_dir))
-        hparams, params = checkpoint.load(model_dir, dtype=getattr(tf, options["dtype"]))
+        hparams = HParams.from_json(os.path.join(model_dir, "hparams.json"))
     except ValueError as e:
         raise Failure(str(e)) from None
-    if enc.n_vocab != hparams.n_vocab:
-        raise Failure(f"{model_dir}/encoder.json has {enc.n_vocab} tokens but hparams.json "
-                      f"says n_vocab={hparams.n_vocab}: the files belong to different models")
-    return enc, hparams, params, model_dir
+    return samples_io.open_model(model_dir, hparams, dtype=options["dtype"], strategy={})
 
 
 def progress_bar():
