@@ -29,7 +29,7 @@ WINDOW_RULES = ("disjoint", "stride")
 
 def evaluate(task=None, data=None, model_name='124M', models_dir='models', batch_size=8,
              limit=None, dtype='float32', window_rule='disjoint', stride=None, output=None,
-             overwrite=False) -> int:
+             overwrite=False, download=False, data_url=None) -> int:
     """Scores a GPT-2 model on a task's test file and prints the task's metrics.
 
     Args:
@@ -51,6 +51,10 @@ def evaluate(task=None, data=None, model_name='124M', models_dir='models', batch
             context (512 for GPT-2).
         output: Also write the results to this JSON file.
         overwrite: Replace an existing --output file instead of refusing.
+        download: Fetch the task's public file first, unless --data (default:
+            data/<the file's name>) already holds it: resumable and verified, as
+            download_model.py fetches models.
+        data_url: Fetch from this address instead of the task's public one (a mirror).
     Returns:
         The exit status: 0 when done, 1 for a bad data file or model, 2 for a bad option,
         130 after Ctrl-C, 143 on SIGTERM.
@@ -59,20 +63,29 @@ def evaluate(task=None, data=None, model_name='124M', models_dir='models', batch
         options = parse(task=task, data=data, model_name=model_name, models_dir=models_dir,
                         batch_size=batch_size, limit=limit, dtype=dtype,
                         window_rule=window_rule, stride=stride, output=output,
-                        overwrite=overwrite)
+                        overwrite=overwrite, download=download, data_url=data_url)
         return run(options)
 
     return cli.guarded(PROG, body)
 
 
 def parse(*, task, data, model_name, models_dir, batch_size, limit, dtype, window_rule,
-          stride, output, overwrite) -> dict:
+          stride, output, overwrite, download, data_url) -> dict:
     """Every option cast and checked, before any file or model is read."""
+    import tasks_download
     if task not in tasks.TASKS:
         raise UsageError(f"unknown task {task!r}: give one of {', '.join(tasks.TASKS)}")
+    download = cli.as_bool("download", download)
+    if download and task not in tasks_download.SOURCES:
+        raise UsageError(f"--download: the {task} task has no public file: give --data PATH")
+    if data_url is not None and not download:
+        raise UsageError("--data_url applies to --download: add --download")
+    if data is None and download:
+        data = tasks_download.default_path(task)
     if data is None:
+        fetch = " (or add --download to fetch it)" if task in tasks_download.SOURCES else ""
         raise UsageError(f"--data is required: the path of {task}'s file, "
-                         f"{tasks.TASKS[task].expected}")
+                         f"{tasks.TASKS[task].expected}{fetch}")
     if str(dtype) not in cli.DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(cli.DTYPES)}, got {dtype!r}")
     if window_rule not in WINDOW_RULES:
@@ -89,7 +102,8 @@ def parse(*, task, data, model_name, models_dir, batch_size, limit, dtype, windo
         window_rule=window_rule,
         stride=None if stride is None else cli.as_int("stride", stride, minimum=1),
         output=None if output is None else cli.as_str("output", output),
-        overwrite=cli.as_bool("overwrite", overwrite))
+        overwrite=cli.as_bool("overwrite", overwrite), download=download,
+        data_url=None if data_url is None else cli.as_str("data_url", data_url))
     if options["output"] is not None:
         check_output(options["output"], options["overwrite"])
     return options
@@ -109,6 +123,12 @@ def check_output(path: str, overwrite: bool) -> None:
 
 
 def run(options: dict) -> int:
+    if options["download"]:
+        import tasks_download
+        try:
+            tasks_download.ensure(options["task"], options["data"], url=options["data_url"])
+        except tasks_download.DownloadError as e:
+            raise Failure(str(e)) from None
     try:
         examples = tasks.read(options["task"], options["data"])  # before the model loads
     except tasks.DataError as e:

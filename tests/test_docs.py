@@ -82,6 +82,8 @@ NOT_RUN = {
     ("DEVELOPERS.md", "HF_TOKEN=hf_xxx python3 download_model.py --hub my-org/private-gpt2 --name mine"):
         f"{INTERNET}: downloads a private repository that exists only in the example",
     # The "## Evaluating" section.
+    ("DEVELOPERS.md", "python3 evaluate.py lambada --download --model_name 124M"):
+        f"{INTERNET}: downloads OpenAI's LAMBADA file",
     ("DEVELOPERS.md", "python3 evaluate.py lambada --data lambada_test.jsonl --model_name 124M "
                       "--output lambada.json"): TEST_SET,
     ("DEVELOPERS.md", "python3 evaluate.py wikitext2 --data wikitext-2-raw/wiki.test.raw "

@@ -173,3 +173,99 @@ def test_a_missing_model_is_named(run_script, lambada_file, tmp_path):
                         tmp_path, "--model_name", "124M", model=False)
     assert result.code == 1
     one_line_error(result, os.path.join(tmp_path, "124M"), "download_model.py 124M")
+
+
+# --download: the task's public file through download.py, against a local server.
+
+@pytest.fixture
+def server():
+    from http_fixture import Server
+    s = Server()
+    yield s
+    s.close()
+
+
+def test_lambada_is_fetched_beside_the_models_then_reused(run_script, server, tmp_path):
+    import tasks_download
+    assert tasks_download.SOURCES["lambada"].url == \
+        "https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl"
+    body = write_lambada(tmp_path / "served.jsonl", LAMBADA).read_bytes()
+    url_path = "/gpt-2/data/lambada_test.jsonl"
+    server.serve(url_path, body)
+    server.script[url_path].append({"drop_after": 100})  # a dropped transfer resumes
+    data = tmp_path / "data" / "lambada_test.jsonl"
+    args = ["lambada", "--download", "--data", data, "--data_url", server.url + url_path]
+    result = run_script(evaluate, *args)
+    assert result.code == 0, result.stderr
+    assert data.read_bytes() == body and "| perplexity" in result.stdout
+    assert server.gets(url_path)[-1]["range"] == "bytes=100-"
+    fetched = len(server.gets(url_path))
+    assert run_script(evaluate, *args).code == 0
+    assert len(server.gets(url_path)) == fetched  # verified on disk: no new request
+
+
+def test_an_archive_member_is_extracted_and_checked(run_script, server, tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    import tasks_download
+    text = " anarchism originated as a term of abuse first used against early working class"
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("text8", text)
+    server.serve("/dc/text8.zip", archive.getvalue())
+    source = tasks_download.SOURCES["text8"]
+    monkeypatch.setitem(tasks_download.SOURCES, "text8",
+                        tasks_download.Source(source.url, source.file, source.member,
+                                              source.pin, size=len(text)))
+    data = tmp_path / "text8"
+    result = run_script(evaluate, "text8", "--download", "--data", data, "--data_url",
+                        server.url + "/dc/text8.zip")
+    assert result.code == 0, result.stderr
+    assert data.read_text() == text and (tmp_path / "text8.zip").exists()
+    assert not list(tmp_path.glob("*.part"))
+    data.unlink()  # a member of another size than the one known is refused, not kept
+    monkeypatch.setitem(tasks_download.SOURCES, "text8", source)
+    result = run_script(evaluate, "text8", "--download", "--data", data, "--data_url",
+                        server.url + "/dc/text8.zip")
+    assert result.code == 1 and "Traceback" not in result.stderr
+    *notes, last = result.stderr.strip().splitlines()  # the archive's note: verified
+    assert notes == [f"{tmp_path / 'text8.zip'}: already downloaded and verified"]
+    assert last == (f"evaluate.py: error: text8 in {tmp_path / 'text8.zip'} is {len(text)} "
+                    f"bytes, not 100,000,000: delete {tmp_path / 'text8.zip'} and run again "
+                    f"with --download")
+    assert not data.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_a_tar_member_and_a_missing_one(tmp_path):
+    import io
+    import tarfile
+
+    import tasks_download
+    archive = tmp_path / "CBTest.tgz"
+    with tarfile.open(archive, "w:gz") as t:
+        data = b"1 One .\n"
+        info = tarfile.TarInfo("CBTest/data/cbtest_CN_valid_2000ex.txt")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    tasks_download.extract(str(archive), "CBTest/data/cbtest_CN_valid_2000ex.txt",
+                           str(tmp_path / "cn.txt"), size=None)
+    assert (tmp_path / "cn.txt").read_bytes() == b"1 One .\n"
+    with pytest.raises(tasks_download.DownloadError, match="has no CBTest/data/other.txt"):
+        tasks_download.extract(str(archive), "CBTest/data/other.txt", str(tmp_path / "x"),
+                               size=None)
+    assert not (tmp_path / "x").exists()
+
+
+def test_download_failures_are_one_line(run_script, server, tmp_path):
+    result = run_script(evaluate, "ptb", "--download", "--data", tmp_path / "ptb.test.txt",
+                        "--data_url", server.url + "/missing/ptb.test.txt")
+    assert result.code == 1
+    one_line_error(result, "HTTP 404", "/missing/ptb.test.txt")
+    assert not (tmp_path / "ptb.test.txt").exists()
+    result = run_script(evaluate, "text", "--download")
+    assert result.code == 2
+    one_line_error(result, "the text task has no public file")
+    result = run_script(evaluate, "ptb", "--data", "x", "--data_url", server.url)
+    assert result.code == 2
+    one_line_error(result, "--data_url applies to --download")
