@@ -1,21 +1,20 @@
-"""Validation loss: the mean next-token cross-entropy over fixed windows, the training
-loss's definition, so the two curves compare."""
+"""Validation loss through the shared scoring core (`score.py`, as evaluate.py scores): the
+mean next-token cross-entropy over fixed windows, the training loss's definition, so the
+two curves compare."""
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-import train_loop
+import score
 
 
 class Validation:
     def __init__(self, trainer, windows: np.ndarray, batch_size: int):
-        self.batches = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
-        self.compiled = tf.function(
-            lambda tokens: train_loop.forward_loss(trainer.params, tokens,
-                                                   hparams=trainer.hparams),
-            autograph=False)
+        # Each window scores all its tokens but the first, as a training window does.
+        self.windows = [score.Window(tuple(int(t) for t in w), len(w) - 1) for w in windows]
+        self.scorer = score.Scorer(trainer.params, trainer.hparams)
+        self.batch_size = batch_size
 
     def loss(self) -> float:
-        """Every window weighs the same (all batches have the same size)."""
-        return float(np.mean([self.compiled(tf.constant(b)).numpy() for b in self.batches]))
+        scored = self.scorer.score(self.windows, batch_size=self.batch_size)
+        return float(-np.mean(np.concatenate([s.logprobs for s in scored])))

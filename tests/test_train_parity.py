@@ -127,3 +127,16 @@ def test_adam_in_the_training_step_equals_numpy_adam_on_its_gradients():
                                   states[n])
             np.testing.assert_allclose(trainer.weights[n].numpy(), expected, rtol=0,
                                        atol=1e-6, err_msg=f"{n} at step {t}")
+
+
+def test_validation_loss_through_the_scoring_core_equals_the_training_loss():
+    import validation
+    h = dict(TRAIN_TINY, n_vocab=97)
+    start = fx.random_weights(h, seed=6)
+    trainer = train_loop.Trainer(tf.distribute.get_strategy(), HParams(**h),
+                                 optimizer=optim.Optimizer("sgd"),
+                                 initial=lambda n, s: start.get(n), train=lambda n: True)
+    windows = np.random.default_rng(2).integers(0, 97, (6, 16)).astype(np.int32)
+    expected = float(train_loop.forward_loss(trainer.params, tf.constant(windows),
+                                             hparams=HParams(**h)))
+    assert validation.Validation(trainer, windows, 4).loss() == pytest.approx(expected, abs=1e-5)
