@@ -219,18 +219,18 @@ def test_ctrl_c_and_sigterm_save_then_exit(work, capsys, monkeypatch, signal_err
                                            word):
     real, steps = train_loop.Trainer.step, []
 
-    def interrupted_at_third(self, windows, lr):
+    def interrupted_at_second(self, windows, lr):
         steps.append(1)
-        if len(steps) == 3:  # the signal arrives after the step ran (as from C++)
+        if len(steps) == 2:  # the signal arrives after the step ran (as from C++)
             real(self, windows, lr)
             raise signal_error()
         return real(self, windows, lr)
 
-    monkeypatch.setattr(train_loop.Trainer, "step", interrupted_at_third)
+    monkeypatch.setattr(train_loop.Trainer, "step", interrupted_at_second)
     name = f"stopped{code}"
     line = one_line_error(capsys, train_main("--run_name", name), expected_code=code)
-    assert line == f"train.py: {word}: saved step 3 in checkpoint/{name}"
-    assert checkpoint.read_state(f"checkpoint/{name}")[0] == "model-3"
+    assert line == f"train.py: {word}: saved step 2 in checkpoint/{name}"
+    assert checkpoint.read_state(f"checkpoint/{name}")[0] == "model-2"
 
 
 @pytest.mark.parametrize("argv, message", [
