@@ -48,6 +48,11 @@ DOCKER = "needs a Docker engine (tests/test_docker.py lints the Dockerfiles inst
 DOCKER_GPU = "needs a Docker engine and an NVIDIA GPU"
 BENCH = "a benchmark: minutes of full load on real-size weights (requirements-bench.txt)"
 TEST_SET = "needs the task's public test file (the sandbox is offline and has none)"
+TWO_HOSTS = ("needs two hosts, host1 and host2, that reach each other "
+             "(tests/test_train_distributed.py runs two workers on 127.0.0.1)")
+TF_CONFIG = ("""TF_CONFIG='{{"cluster": {{"worker": ["host1:2222", "host2:2222"]}}, "task": """
+             """{{"type": "worker", "index": {index}}}}}' """)
+TRAIN_ON_TWO_HOSTS = "python3 train.py --dataset docs.bin --model_name 124M --steps 1000"
 
 # (document, command) -> why it is not run. The command is compared token by token, so
 # spacing, quoting and trailing comments do not matter; anything else does.
@@ -99,6 +104,12 @@ NOT_RUN = {
     ("DEVELOPERS.md", "python3 bench/bench_sampling.py --only b1_256 --load_rss 1558M"): BENCH,
     ("DEVELOPERS.md", "python3 bench/bench_dtype.py"): BENCH,
     ("DEVELOPERS.md", "python3 bench/bench_encoder.py"): BENCH,
+    # The "## Fine-tuning" sections.
+    ("README.md", "python3 bench/bench_train.py"): BENCH,
+    ("DEVELOPERS.md", "python3 bench/bench_train.py --runs 5"): BENCH,
+    ("DEVELOPERS.md", "python3 bench/bench_train.py --runs 0 --memory 1558M"): BENCH,
+    ("DEVELOPERS.md", TF_CONFIG.format(index=0) + TRAIN_ON_TWO_HOSTS): TWO_HOSTS,
+    ("DEVELOPERS.md", TF_CONFIG.format(index=1) + TRAIN_ON_TWO_HOSTS): TWO_HOSTS,
     # The "## Docker" section.
     ("DEVELOPERS.md", "docker build -f Dockerfile.cpu -t gpt-2:cpu ."): DOCKER,
     ("DEVELOPERS.md", 'docker build -f Dockerfile.cpu --build-arg MODELS="124M 355M" -t gpt-2:cpu .'):
