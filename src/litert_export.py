@@ -97,7 +97,8 @@ class Part(tf.Module):
             presents.append(present)
         out = {"present": tf.stack(presents, axis=1)}  # [batch, layers, 2, head, seq, hd]
         if self.last:
-            out["logits"] = model.head(self.params, h[:, -1:], hparams=self.hparams)[:, 0]
+            h = model.norm(h[:, -1:], **self.params["ln_f"])  # [batch, 1, n_embd]
+            out["logits"] = model.unembed(self.params, h, hparams=self.hparams)[:, 0]
         else:
             out["h"] = h  # [batch, seq, n_embd]
         return out

@@ -175,6 +175,9 @@ class Sampler:
         import sample
         import tensorflow as tf
         self.runtime, self.hparams = runtime, runtime.hparams
+        # sample.draws bounds the batch size by the cache's element type (float32 here);
+        # the cache itself lives in the interpreters.
+        self.cache = [tf.zeros([0], tf.float32)]
         pick = functools.partial(sample.pick, temperature=temperature, top_k=top_k,
                                  top_p=top_p)
         self.choose = tf.function(

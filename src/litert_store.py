@@ -38,8 +38,9 @@ def export_dir(model_dir: str) -> str:
 
 def cache_key(model_dir: str, hparams: HParams, dtype: str) -> str:
     digest = hashlib.sha256()
-    for name in (checkpoint.INDEX, "hparams.json"):
-        with open(os.path.join(model_dir, name), "rb") as f:
+    prefix = checkpoint.checkpoint_prefix(model_dir)  # a training run's newest checkpoint
+    for path in (prefix + ".index", os.path.join(model_dir, "hparams.json")):
+        with open(path, "rb") as f:
             digest.update(hashlib.sha256(f.read()).digest())
     layers = [(r.start, r.stop) for r in litert_export.plan(hparams)]
     digest.update(repr((EXPORTER_VERSION, dtype, layers)).encode())
@@ -89,7 +90,7 @@ def ensure(model_dir: str, *, dtype: str, progress: Progress = lambda message: N
         raise ValueError(f"dtype {dtype!r} is not exported to LiteRT: use one of "
                          f"{', '.join(litert_export.DTYPES)}")
     hparams = HParams.from_json(os.path.join(model_dir, "hparams.json"))
-    checkpoint.check_present(model_dir)
+    checkpoint.check_present(checkpoint.checkpoint_prefix(model_dir))
     key = cache_key(model_dir, hparams, dtype)
     root = export_dir(model_dir)
     final = os.path.join(root, f"{dtype}-{key}")
