@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -191,3 +193,40 @@ class Sampler:
 
     def next(self, token, pos, seed, index):
         return self.choose(self.runtime.step(np.asarray(token), int(pos)), seed, index)
+
+
+class ExportProgress:
+    """Shows `litert_store.ensure`'s messages on `stream` (stderr), one line each; at a
+    terminal the newest line counts the seconds, so a minute of converting shows life."""
+
+    def __init__(self, stream, prefix: str):
+        self.stream, self.prefix = stream, prefix
+        self.tty = getattr(stream, "isatty", lambda: False)()
+        self.lock, self.stop = threading.Lock(), None
+
+    def __call__(self, message: str) -> None:
+        self.close()
+        line = f"{self.prefix}{message}"
+        with self.lock:
+            self.stream.write(line + ("" if self.tty else "\n"))
+            self.stream.flush()
+        if self.tty:
+            self.stop = threading.Event()
+            threading.Thread(target=self._tick, args=(line, self.stop), daemon=True).start()
+
+    def _tick(self, line: str, stop: threading.Event) -> None:
+        start = time.monotonic()
+        while not stop.wait(1.0):
+            with self.lock:
+                if not stop.is_set():
+                    self.stream.write(f"\r{line} ({time.monotonic() - start:.0f} s)")
+                    self.stream.flush()
+
+    def close(self) -> None:
+        """Ends the newest line (call when the export is done or has failed)."""
+        if self.stop is not None:
+            with self.lock:
+                self.stop.set()
+                self.stream.write("\n")
+                self.stream.flush()
+            self.stop = None

@@ -233,3 +233,18 @@ def test_an_op_without_a_builtin_kernel_is_one_error_naming_it(tiny_dir, tmp_pat
     (20, 25, 25), (200, 300, 256), (257, 300, 300), (30, 30, 30)])
 def test_bucket(needed, capacity, slots):
     assert litert_runtime.bucket(needed, capacity) == slots
+
+
+def test_scoring_on_litert_equals_scoring_on_tensorflow(tiny_model, exported):
+    import litert_score
+    import score
+    hparams, params = tiny_model
+    windows = [score.Window(tuple(tokens(5, (1, 30))[0]), 29),  # every token scored
+               score.Window(tuple(tokens(6, (1, 12))[0]), 3),  # a long context, 3 scored
+               score.Window(tuple(tokens(7, (1, 2))[0]), 1)]
+    theirs = score.Scorer(params, hparams).score(windows, batch_size=2)
+    ours = litert_score.Scorer(litert_runtime.Runtime(exported["float32"], hparams)).score(
+        windows, batch_size=2)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(a.greedy, b.greedy)
