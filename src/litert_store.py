@@ -83,9 +83,11 @@ def check(folder: str, key: str) -> list[str]:
 
 
 def ensure(model_dir: str, *, dtype: str, progress: Progress = lambda message: None,
-           convert=litert_export.convert_part) -> list[str]:
+           convert=None) -> list[str]:
     """The paths of the model's LiteRT parts for `dtype`, exported first if absent, stale
-    or damaged. ValueError (with the remedy) when the export cannot be made or written."""
+    or damaged. ValueError (with the remedy) when the export cannot be made or written.
+    `convert` (litert_export.convert_part's signature) is a seam for tests."""
+    convert = convert or litert_export.convert_part
     if dtype not in litert_export.DTYPES:
         raise ValueError(f"dtype {dtype!r} is not exported to LiteRT: use one of "
                          f"{', '.join(litert_export.DTYPES)}")
