@@ -14,20 +14,19 @@ are made first, each in a process of its own, so that a worker's peak RSS is sam
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import bench_sampling  # noqa: E402
 import random_checkpoint  # noqa: E402
-from bench_sampling import TOP_K, ask, prompt  # noqa: E402
+from bench_sampling import TOP_K, ask  # noqa: E402
 
 SRC = os.path.join(os.path.dirname(HERE), "src")
 # name: (batch, prompt tokens, new tokens, engines). The long run starts from one token,
@@ -40,7 +39,7 @@ SETTINGS = {
 
 
 class LiteRT:
-    def __init__(self, model_dir: str, dtype: str):
+    def __init__(self, model_dir: str, *, dtype: str):
         import litert_runtime
         import sample
         self.sample = sample
@@ -55,36 +54,12 @@ class LiteRT:
         return out
 
 
-def worker(kind, model_dir, conn):
-    """Serves ("run", batch, n_prompt, new) -> seconds, and ("rss",) -> peak MB."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, SRC)
-    if kind == "hf":
-        engine = bench_sampling.HF(model_dir)
-    elif kind == "tf":
-        engine = bench_sampling.Ours(model_dir)
-    else:
-        engine = LiteRT(model_dir, kind.split("-", 1)[1])
-    while True:
-        message = conn.recv()
-        if message[0] == "quit":
-            return
-        if message[0] == "run":
-            _, batch, n_prompt, new = message
-            context = prompt(n_prompt, batch)
-            start = time.perf_counter()
-            engine.generate(context, new)
-            conn.send(time.perf_counter() - start)
-        elif message[0] == "rss":
-            conn.send(bench_sampling.peak_rss_mb())
-
-
 def start(kind, model_dir):
-    import multiprocessing as mp
-    parent, child = mp.Pipe()
-    process = mp.get_context("spawn").Process(target=worker, args=(kind, model_dir, child))
-    process.start()
-    return process, parent
+    """bench_sampling's worker process serving `kind`: hf, tf, litert-float32, litert-int8."""
+    if kind.startswith("litert-"):
+        return bench_sampling.start(kind, model_dir,
+                                    functools.partial(LiteRT, dtype=kind.split("-", 1)[1]))
+    return bench_sampling.start("ours" if kind == "tf" else kind, model_dir)
 
 
 def in_subprocess(code: str, *args: str) -> dict:
@@ -179,18 +154,14 @@ def main():
     args = parser.parse_args()
     only = args.only if args.only is not None else (
         [] if args.export or args.sample_rss else list(SETTINGS))
-    result = dict(machine=dict(cpu=platform.processor() or platform.machine(),
-                               cores=os.cpu_count(), python=platform.python_version()),
-                  rows=[], peak_rss_mb={}, exports=[], sampling_rss=[])
+    result = dict(machine=bench_sampling.machine(), rows=[], peak_rss_mb={}, exports=[],
+                  sampling_rss=[])
     if only:
         result["rows"], result["peak_rss_mb"] = measure(only, args.runs)
     result["exports"] = [export(m, d, fresh=True) for m in args.export for d in args.dtypes]
     result["sampling_rss"] = [sample_rss(m) for m in args.sample_rss]
     report(result)
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"\nwrote {args.json}")
+    bench_sampling.write(args.json, result)
 
 
 def report(result):

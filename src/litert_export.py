@@ -20,7 +20,6 @@ import re
 import sys
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 
 import checkpoint
