@@ -119,11 +119,12 @@ def hf_name(name: str) -> str:
     return "transformer." + ".".join(parts)
 
 
-def worker(kind, model_dir, conn):
-    """Serves ("run", batch, n_prompt, new) / ("ttft",) / ("greedy",) / ("rss",)."""
+def worker(kind, model_dir, conn, make=None):
+    """Serves ("run", batch, n_prompt, new) / ("ttft",) / ("greedy",) / ("rss",); `make`
+    (picklable) builds another engine from the model directory (bench_litert.py's)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
-    engine = (Ours if kind == "ours" else HF)(model_dir)
+    engine = make(model_dir) if make else (Ours if kind == "ours" else HF)(model_dir)
     while True:
         message = conn.recv()
         if message[0] == "quit":
@@ -163,9 +164,10 @@ def bandwidth_gbs() -> float:
     return x.shape[0] * 4 / best / 1e9
 
 
-def start(kind, model_dir):
+def start(kind, model_dir, make=None):
     parent, child = mp.Pipe()
-    process = mp.get_context("spawn").Process(target=worker, args=(kind, model_dir, child))
+    process = mp.get_context("spawn").Process(target=worker,
+                                              args=(kind, model_dir, child, make))
     process.start()
     return process, parent
 
@@ -226,18 +228,25 @@ def main():
     parser.add_argument("--load_rss", nargs="*", default=[], metavar="MODEL")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "sampling.json"))
     args = parser.parse_args()
-    result = dict(machine=dict(cpu=platform.processor() or platform.machine(),
-                               cores=os.cpu_count(), python=platform.python_version()),
-                  bandwidth_gb_s=bandwidth_gbs(), rows=[], load=[])
+    result = dict(machine=machine(), bandwidth_gb_s=bandwidth_gbs(), rows=[], load=[])
     for model_name in dict.fromkeys(SETTINGS[s][0] for s in args.only):
         chosen = [s for s in args.only if SETTINGS[s][0] == model_name]
         result["rows"] += measure(model_name, chosen, args.runs)
     result["load"] = [load_rss(name) for name in args.load_rss]
     report(result)
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
+    write(args.json, result)
+
+
+def machine() -> dict:
+    return dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                python=platform.python_version())
+
+
+def write(path: str, result: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
         json.dump(result, f, indent=2)
-    print(f"\nwrote {args.json}")
+    print(f"\nwrote {path}")
 
 
 def report(result):

@@ -194,15 +194,17 @@ def model_variable(name: str, expected: dict) -> bool:
     return any("/".join(parts[:i]) in expected for i in range(2, len(parts) + 1))
 
 
-def read_checkpoint(model_dir: str, hparams: HParams) -> Iterator[tuple[str, np.ndarray]]:
-    """Every weight as (name, NumPy array), in checkpoint order, after checking all
-    names and shapes against `hparams`. One array at a time, so that a caller that keeps
-    only its own copy holds the weights about once. Other variables (a step counter,
-    optimizer slots) are allowed and not read."""
-    return read_prefix(checkpoint_prefix(model_dir), hparams)
+def read_checkpoint(model_dir: str, hparams: HParams, *,
+                    names=None) -> Iterator[tuple[str, np.ndarray]]:
+    """Every weight (or only those in `names`) as (name, NumPy array), in checkpoint
+    order, after checking all names and shapes against `hparams`. One array at a time, so
+    that a caller that keeps only its own copy holds the weights about once. Other
+    variables (a step counter, optimizer slots) are allowed and not read."""
+    return read_prefix(checkpoint_prefix(model_dir), hparams, names=names)
 
 
-def read_prefix(prefix: str, hparams: HParams) -> Iterator[tuple[str, np.ndarray]]:
+def read_prefix(prefix: str, hparams: HParams, *,
+                names=None) -> Iterator[tuple[str, np.ndarray]]:
     """`read_checkpoint` of one checkpoint prefix."""
     check_present(prefix)
     index = prefix + ".index"
@@ -230,7 +232,8 @@ def read_prefix(prefix: str, hparams: HParams) -> Iterator[tuple[str, np.ndarray
                          f"{unknown[0]}): the checkpoint and hparams.json belong to different "
                          f"models")
     check_data_size(prefix, found, dtypes, extra=len(found) > len(expected))
-    return read_tensors(reader, list(expected), data_files(prefix)[0])
+    wanted = [n for n in expected if names is None or n in names]
+    return read_tensors(reader, wanted, data_files(prefix)[0])
 
 
 def read_tensors(reader, names: list[str], data: str) -> Iterator[tuple[str, np.ndarray]]:

@@ -22,7 +22,9 @@ import stdio
 from stdio import StreamError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16")  # TensorFlow's (--backend tf)
+# The weights' types each runtime offers; the first is the default.
+BACKENDS = {"tf": DTYPES, "litert": ("float32", "int8")}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -86,11 +88,12 @@ class Options:
     top_p: float
     stop_at_endoftext: bool
     dtype: str
+    backend: str = "tf"
 
     @classmethod
     def parse(cls, *, model_name, models_dir, seed, nsamples, batch_size, length,
               temperature, top_k, top_p, stop_at_endoftext, dtype,
-              min_nsamples: int) -> "Options":
+              min_nsamples: int, backend="tf") -> "Options":
         batch_size = 1 if batch_size is None else as_int("batch_size", batch_size, minimum=1)
         nsamples = as_int("nsamples", nsamples, minimum=min_nsamples)
         if nsamples % batch_size:
@@ -99,9 +102,7 @@ class Options:
                 f"--nsamples {batch_size}"
             raise UsageError(f"--nsamples {nsamples} is not a multiple of --batch_size "
                              f"{batch_size}: use {fits}, or --batch_size 1")
-        if str(dtype) not in DTYPES:
-            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got "
-                             f"{flags.shown(dtype)}")
+        backend, dtype = backend_and_dtype(backend, dtype)
         return cls(
             model_name=as_str("model_name", model_name),
             models_dir=as_str("models_dir", models_dir),
@@ -112,7 +113,24 @@ class Options:
             top_k=as_int("top_k", top_k, minimum=0),
             top_p=as_float("top_p", top_p),
             stop_at_endoftext=as_bool("stop_at_endoftext", stop_at_endoftext),
-            dtype=str(dtype))
+            dtype=dtype, backend=backend)
+
+
+def backend_and_dtype(backend, dtype) -> tuple[str, str]:
+    """--backend tf|litert and a --dtype that backend offers (int8 is LiteRT's only,
+    bfloat16 TensorFlow's only)."""
+    if str(backend) not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got "
+                         f"{flags.shown(backend)}")
+    backend, offered = str(backend), BACKENDS[str(backend)]
+    elsewhere = [b for b, types in BACKENDS.items() if str(dtype) in types]
+    if not elsewhere:
+        raise UsageError(f"--dtype must be one of {', '.join(offered)}, got "
+                         f"{flags.shown(dtype)}")
+    if str(dtype) not in offered:
+        raise UsageError(f"--dtype {dtype} needs --backend {elsewhere[0]} (--backend "
+                         f"{backend} offers {', '.join(offered)})")
+    return backend, str(dtype)
 
 
 def derive_seed(seed: int | None, *path: int) -> int | None:

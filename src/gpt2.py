@@ -62,12 +62,14 @@ class Score:
 
 
 def load(model_name: str = "124M", *, models_dir: str = "models",
-         dtype: str = "float32") -> "GPT2":
+         dtype: str = "float32", backend: str = "tf") -> "GPT2":
     """Loads `models_dir/model_name` (a released checkpoint or any model directory in its
-    layout); raises ValueError naming the problem and the fix."""
+    layout); raises ValueError naming the problem and the fix. `backend="litert"` (with
+    dtype float32 or int8) runs it on LiteRT, exporting it once first."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
     import samples_io
-    options = parse(model_name=model_name, models_dir=models_dir, dtype=dtype)
+    options = parse(model_name=model_name, models_dir=models_dir, dtype=dtype,
+                    backend=backend)
     try:
         return GPT2(samples_io.load_model(options))
     except Failure as e:
@@ -78,7 +80,7 @@ def parse(**given) -> Options:
     """The scripts' checks (Options.parse) on the API's arguments."""
     options = dict(model_name="124M", models_dir="models", seed=None, nsamples=1,
                    batch_size=1, length=None, temperature=1, top_k=0, top_p=1,
-                   stop_at_endoftext=False, dtype="float32")
+                   stop_at_endoftext=False, dtype="float32", backend="tf")
     return Options.parse(**{**options, **given}, min_nsamples=1)
 
 
@@ -159,7 +161,7 @@ class GPT2:
             raise ValueError(f"text must be a non-empty str, got {text!r:.60}")
         tokens = self.encoder.encode(prompts.clean(text))
         if self._scorer is None:
-            self._scorer = score.Scorer(self.model.params, self.hparams)
+            self._scorer = self.model.scorer()
         logprobs, = score.token_logprobs(self._scorer, [tokens], prefix_token=self.model.eot,
                                          stride=stride, batch_size=batch_size)
         return Score(tokens, [float(x) for x in logprobs])

@@ -27,7 +27,8 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
                    temperature=1, top_k=0, top_p=1, models_dir='models', *,
                    prompt: list[str] | None = None, prompt_file: str | None = None,
                    output: str | None = None, stream: bool | None = None,
-                   stop_at_endoftext=False, truncate_prompt=False, dtype='float32') -> int:
+                   stop_at_endoftext=False, truncate_prompt=False, dtype='float32',
+                   backend='tf') -> int:
     """Completes each prompt with nsamples samples from a GPT-2 model.
 
     Prompts are typed at the "Model prompt >>> " prompt, piped on stdin one per line, or
@@ -64,7 +65,11 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
         truncate_prompt: Keep only the last (n_ctx - length) tokens of a prompt that is
             too long, with a note on stderr, instead of refusing it.
         dtype: Weights' type: float32, or bfloat16 for half the memory (and faster on
-            CPUs with bfloat16 support).
+            CPUs with bfloat16 support); with --backend litert, float32 or int8 (int8
+            weights, a quarter of the memory, fastest on a CPU).
+        backend: tf (TensorFlow) or litert: LiteRT, TensorFlow's runtime for CPUs,
+            several times faster there; the first run exports the model once into
+            models_dir/model_name/litert/.
     Returns:
         The exit status: 0 when every prompt is answered (1 if one was refused), 1 if the
         model cannot be loaded, 2 for a bad option, 130 after Ctrl-C at the prompt (or
@@ -74,7 +79,8 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
         options = samples_io.with_seed(Options.parse(
             model_name=model_name, models_dir=models_dir, seed=seed, nsamples=nsamples,
             batch_size=batch_size, length=length, temperature=temperature, top_k=top_k,
-            top_p=top_p, stop_at_endoftext=stop_at_endoftext, dtype=dtype, min_nsamples=1))
+            top_p=top_p, stop_at_endoftext=stop_at_endoftext, dtype=dtype, min_nsamples=1,
+            backend=backend))
         printed = output is None
         streaming = options.batch_size == 1 and printed if stream is None else \
             cli.as_bool("stream", stream)

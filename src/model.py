@@ -137,28 +137,33 @@ def multihead_attn(q, k, v, *, mask) -> tf.Tensor:
     return tf.matmul(w, v)  # [batch, head, nd, head_dim]
 
 
-def attn(x, *, c_attn, c_proj, past, hparams: HParams, mask, pos=None):
+def attn(x, *, c_attn, c_proj, past, hparams: HParams, mask, pos=None, attend=None):
     """Self-attention; returns (output [batch, seq, n_embd], present).
 
     With `pos=None` this is the original: `past` [batch, 2, head, n_past, head_dim] (or None)
     is prepended and `present` holds only the new keys/values. With `pos` given, `past` is a
     preallocated cache variable (see `empty_cache`): the new keys/values are written in
     place at slots [pos, pos + seq), only the filled slots [0, pos + seq) are attended, and
-    `present` is the cache itself.
+    `present` is the cache itself. `attend(q, k, v, past=, pos=)` replaces both for a
+    runtime that keeps its cache elsewhere (LiteRT): it returns the attention of q
+    [batch, head, seq, head_dim] and `present`.
     """
     c = conv1d(x, **c_attn)  # [batch, seq, 3 * n_embd]
     q, k, v = [split_heads(t, hparams.n_head) for t in tf.split(c, 3, axis=2)]
-    if pos is None:
-        present = tf.stack([k, v], axis=1)  # [batch, 2, head, seq, head_dim]
-        if past is not None:
-            pk, pv = tf.unstack(past, axis=1)
-            k = tf.concat([pk, k], axis=-2)  # [batch, head, n_past + seq, head_dim]
-            v = tf.concat([pv, v], axis=-2)
+    if attend is not None:
+        a, present = attend(q, k, v, past=past, pos=pos)  # [batch, head, seq, head_dim]
     else:
-        k, v = update_cache(past, tf.stack([k, v]), pos)  # [batch, head, pos + seq, hd]
-        present = past
-    a = merge_heads(multihead_attn(q, k, v, mask=mask))  # [batch, seq, n_embd]
-    return conv1d(a, **c_proj), present
+        if pos is None:
+            present = tf.stack([k, v], axis=1)  # [batch, 2, head, seq, head_dim]
+            if past is not None:
+                pk, pv = tf.unstack(past, axis=1)
+                k = tf.concat([pk, k], axis=-2)  # [batch, head, n_past + seq, head_dim]
+                v = tf.concat([pv, v], axis=-2)
+        else:
+            k, v = update_cache(past, tf.stack([k, v]), pos)  # [batch, head, pos + seq, hd]
+            present = past
+        a = multihead_attn(q, k, v, mask=mask)  # [batch, head, seq, head_dim]
+    return conv1d(merge_heads(a), **c_proj), present  # [batch, seq, n_embd]
 
 
 def update_cache(cache: tf.Variable, kv: tf.Tensor, pos):
@@ -187,10 +192,10 @@ def mlp(x, *, c_fc, c_proj) -> tf.Tensor:
     return conv1d(h, **c_proj)  # [batch, seq, n_embd]
 
 
-def block(x, p, *, past, hparams: HParams, mask, pos=None):
+def block(x, p, *, past, hparams: HParams, mask, pos=None, attend=None):
     """One transformer layer; `p` is `params["h"][i]` (the original's scope `h<i>`)."""
     a, present = attn(norm(x, **p["ln_1"]), **p["attn"], past=past, hparams=hparams,
-                      mask=mask, pos=pos)
+                      mask=mask, pos=pos, attend=attend)
     x = x + a  # [batch, seq, n_embd]
     x = x + mlp(norm(x, **p["ln_2"]), **p["mlp"])  # [batch, seq, n_embd]
     return x, present
@@ -216,16 +221,12 @@ def model(params, X, *, hparams: HParams, past=None, pos=None, last_logits_only=
     else:
         pasts, n_prior = past, pos
     assert len(pasts) == hparams.n_layer, (len(pasts), hparams.n_layer)
-    batch, seq = shape_list(X)
+    seq = shape_list(X)[1]
     if isinstance(n_prior, int) and isinstance(seq, int):
         # Callers validate lengths; past the table the gather would crash (CPU) or read
         # zeros (GPU), so fail loudly instead.
         assert n_prior + seq <= hparams.n_ctx, (n_prior, seq, hparams.n_ctx)
-    # Gather from a tensor, not the variable: a ResourceGather would switch `wte` to
-    # copy-on-read and every later read for the logits would copy the whole table.
-    wte = tf.convert_to_tensor(params["wte"])  # [n_vocab, n_embd]
-    wpe = tf.convert_to_tensor(params["wpe"])  # [n_ctx, n_embd]
-    h = tf.gather(wte, X) + tf.gather(wpe, n_prior + tf.range(seq))  # [batch, seq, n_embd]
+    h = embed(params, X, n_prior=n_prior)  # [batch, seq, n_embd]
     mask = attention_mask(seq, n_prior + seq, dtype=h.dtype)  # [seq, n_prior + seq]
     presents = []
     for layer, layer_past in enumerate(pasts):
@@ -233,16 +234,32 @@ def model(params, X, *, hparams: HParams, past=None, pos=None, last_logits_only=
                            mask=mask, pos=pos)
         presents.append(present)
     if last_logits_only:
-        h, seq = h[:, -1:], 1  # [batch, 1, n_embd]
+        h = h[:, -1:]  # [batch, 1, n_embd]
     h = norm(h, **params["ln_f"])  # [batch, seq, n_embd]
     present = tf.stack(presents, axis=1) if pos is None else presents
     if not logits:
         return {"hidden": h, "present": present}
+    return {"logits": unembed(params, h, hparams=hparams), "present": present}
+
+
+def embed(params, X, *, n_prior=0) -> tf.Tensor:
+    """Token plus position embeddings of ids X [batch, seq] at positions n_prior.. ."""
+    # Gather from a tensor, not the variable: a ResourceGather would switch `wte` to
+    # copy-on-read and every later read for the logits would copy the whole table.
+    wte = tf.convert_to_tensor(params["wte"])  # [n_vocab, n_embd]
+    wpe = tf.convert_to_tensor(params["wpe"])  # [n_ctx, n_embd]
+    return tf.gather(wte, X) + tf.gather(wpe, n_prior + tf.range(shape_list(X)[1]))
+
+
+def unembed(params, h, *, hparams: HParams) -> tf.Tensor:
+    """Logits [batch, seq, n_vocab] of final hidden states h (after `ln_f`), through the
+    tied embedding."""
+    batch, seq = shape_list(h)[:2]
     # wte @ h^T, then a small transpose: measured faster on CPU than h @ wte^T (up to 2x
     # at batch 8), and wte is never copied or transposed.
+    wte = tf.convert_to_tensor(params["wte"])  # [n_vocab, n_embd]
     logits = tf.matmul(wte, tf.reshape(h, [-1, hparams.n_embd]), transpose_b=True)
-    logits = tf.reshape(tf.transpose(logits), [batch, seq, hparams.n_vocab])
-    return {"logits": logits, "present": present}
+    return tf.reshape(tf.transpose(logits), [batch, seq, hparams.n_vocab])
 
 
 def past_shape(*, hparams: HParams, batch_size=None, sequence=None) -> list:

@@ -171,7 +171,10 @@ def sample_sequence(*, params, hparams: HParams, length: int, start_token=None,
     if batch_size is not None:  # before a [batch_size, n] array is made: bound it first
         check_batch_size(whole("batch_size", batch_size), hparams=hparams,
                          positions=min(length + 1, hparams.n_ctx),
-                         dtype_size=tf.as_dtype(params["wte"].dtype).size)
+                         # LiteRT holds no TensorFlow weights (params None), and
+                         # float32 keys/values
+                         dtype_size=4 if params is None else
+                         tf.as_dtype(params["wte"].dtype).size)
     context = context_array(start_token=start_token, batch_size=batch_size, context=context,
                             n_vocab=hparams.n_vocab)
     if stop_token is not None:

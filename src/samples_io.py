@@ -40,6 +40,8 @@ class Model:
     strategy: dict  # the run's temperature, top_k, top_p, checked by sample.strategy
     eot: int  # <|endoftext|>: the unconditional start token, and where samples may end
     model_dir: str = ""
+    runtime: object = None  # litert_runtime.Runtime with --backend litert (params is None)
+    runtime_samplers: dict = dataclasses.field(default_factory=dict)
 
     @property
     def sampler(self):
@@ -47,10 +49,24 @@ class Model:
 
     def sampler_for(self, strategy: dict):
         """The compiled sampler of `strategy` (sample.strategy's dict), kept by
-        sample.sampler_for: the one place the scripts and the API get samplers from, so
-        another runtime plugs in here."""
+        sample.sampler_for (or here, for LiteRT): the one place the scripts and the API
+        get samplers from."""
+        if self.runtime is not None:
+            key = tuple(sorted(strategy.items()))
+            if key not in self.runtime_samplers:
+                import litert_runtime
+                self.runtime_samplers[key] = litert_runtime.Sampler(self.runtime, **strategy)
+            return self.runtime_samplers[key]
         import sample
         return sample.sampler_for(self.params, self.hparams, **strategy)
+
+    def scorer(self):
+        """A score.Scorer of this model (on LiteRT with --backend litert)."""
+        if self.runtime is not None:
+            import litert_score
+            return litert_score.Scorer(self.runtime)
+        import score
+        return score.Scorer(self.params, self.hparams)
 
     def generate(self, context: list[int] | None, *, batch_size: int, length: int,
                  seed: int | None, stop: bool, strategy: dict | None = None):
@@ -145,26 +161,44 @@ def load_model(options: Options) -> Model:
                                 dtype_size=2 if options.dtype == "bfloat16" else 4)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return open_model(model_dir, hparams, dtype=options.dtype, strategy=strategy)
+    return open_model(model_dir, hparams, dtype=options.dtype, strategy=strategy,
+                      backend=options.backend)
 
 
-def open_model(model_dir: str, hparams, *, dtype: str, strategy: dict) -> Model:
-    """Reads the encoder and the weights of a model whose hparams.json has been read."""
+def open_model(model_dir: str, hparams, *, dtype: str, strategy: dict,
+               backend: str = "tf") -> Model:
+    """Reads the encoder and the weights of a model whose hparams.json has been read;
+    with backend "litert", opens its LiteRT export instead (made first if needed)."""
     tf = import_tensorflow_quietly()
     import checkpoint
     import encoder
+    params = runtime = None
     try:
         enc = encoder.get_encoder(os.path.basename(model_dir), os.path.dirname(model_dir))
         if enc.n_vocab != hparams.n_vocab:
             raise ValueError(f"{model_dir}/encoder.json has {enc.n_vocab} tokens but "
                              f"hparams.json says n_vocab={hparams.n_vocab}: the files belong "
                              f"to different models; download the model again")
-        with quiet_tensorflow():  # the first tensor wakes the CUDA probe
-            hparams, params = checkpoint.load(model_dir, dtype=getattr(tf, dtype))
+        if backend == "litert":
+            runtime = open_litert(model_dir, dtype)
+        else:
+            with quiet_tensorflow():  # the first tensor wakes the CUDA probe
+                hparams, params = checkpoint.load(model_dir, dtype=getattr(tf, dtype))
     except ValueError as e:
         raise Failure(str(e)) from None
     return Model(enc=enc, hparams=hparams, params=params, strategy=strategy,
-                 eot=enc.encoder[encoder.ENDOFTEXT], model_dir=model_dir)
+                 eot=enc.encoder[encoder.ENDOFTEXT], model_dir=model_dir, runtime=runtime)
+
+
+def open_litert(model_dir: str, dtype: str):
+    """The model's LiteRT runtime; an export, when one is needed, shows its progress."""
+    import litert_runtime
+    progress = litert_runtime.ExportProgress(sys.stderr, "litert: ")
+    try:
+        with quiet_tensorflow():
+            return litert_runtime.load(model_dir, dtype=dtype, progress=progress)
+    finally:
+        progress.close()
 
 
 def existing_model_dir(options: Options) -> str | None:
@@ -201,7 +235,7 @@ def settings(options: Options, model_dir: str) -> dict:
             "batch_size": options.batch_size, "length_asked": options.length,
             "temperature": options.temperature, "top_k": options.top_k,
             "top_p": options.top_p, "stop_at_endoftext": options.stop_at_endoftext,
-            "dtype": options.dtype}
+            "dtype": options.dtype, "backend": options.backend}
 
 
 def cut_at_endoftext(tokens: Iterable[int], eot: int, stop: bool) -> tuple[list[int], bool]:

@@ -62,7 +62,7 @@ class _Terminal(io.TextIOWrapper):
 _MODELS = {}
 
 
-def _shared_model(model_dir, hparams, *, dtype, strategy):
+def _shared_model(model_dir, hparams, *, dtype, strategy, backend="tf"):
     """samples_io.open_model, read once per test session: runs share the weights and the
     compiled samplers (each new sampler costs seconds of tracing), with their own strategy.
     A test that replaces checkpoint.load gets a fresh read."""
@@ -70,9 +70,10 @@ def _shared_model(model_dir, hparams, *, dtype, strategy):
 
     import checkpoint
     import samples_io
-    key = (model_dir, dtype, checkpoint.load)
+    key = (model_dir, dtype, backend, checkpoint.load)
     if key not in _MODELS:
-        _MODELS[key] = _OPEN_MODEL(model_dir, hparams, dtype=dtype, strategy=strategy)
+        _MODELS[key] = _OPEN_MODEL(model_dir, hparams, dtype=dtype, strategy=strategy,
+                                   backend=backend)
     return dataclasses.replace(_MODELS[key], strategy=strategy)
 
 

@@ -14,7 +14,7 @@ from conftest import parse_samples
 
 SCRIPTS = [pytest.param(ics, id="interactive"), pytest.param(gus, id="unconditional")]
 SHARED_FLAGS = ("model_name", "seed", "nsamples", "batch_size", "length", "temperature",
-                "top_k", "top_p", "models_dir", "stop_at_endoftext", "dtype")
+                "top_k", "top_p", "models_dir", "stop_at_endoftext", "dtype", "backend")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -35,6 +35,9 @@ SHARED_FLAGS = ("model_name", "seed", "nsamples", "batch_size", "length", "tempe
     ("nsamples", 3, "--nsamples 3 is not a multiple of --batch_size 2: use --nsamples 2 "
                     "or 4, or --batch_size 1"),  # S11
     ("dtype", "float64", "--dtype must be one of float32, bfloat16, got 'float64'"),
+    ("dtype", "int8", "--dtype int8 needs --backend litert (--backend tf offers float32, "
+                      "bfloat16)"),
+    ("backend", "tflite", "--backend must be one of tf, litert, got 'tflite'"),
 ])
 def test_bad_values_are_one_line_usage_errors(run_script, monkeypatch, script, flag, value,
                                               message):

@@ -14,7 +14,8 @@ import samples_io
 from conftest import RULE, parse_samples
 
 KEYS = ["id", "ended", "length", "text", "prompt", "model", "seed", "batch_size",
-        "length_asked", "temperature", "top_k", "top_p", "stop_at_endoftext", "dtype"]
+        "length_asked", "temperature", "top_k", "top_p", "stop_at_endoftext", "dtype",
+        "backend"]
 
 
 def records(path) -> list:
@@ -72,7 +73,8 @@ def test_a_jsonl_prompt_file_carries_multi_line_prompts_into_the_records(run_scr
     first = found[0]
     assert {k: first[k] for k in KEYS[5:]} == {
         "model": "tiny", "seed": 9, "batch_size": 2, "length_asked": 4, "temperature": 1.0,
-        "top_k": 40, "top_p": 1.0, "stop_at_endoftext": False, "dtype": "float32"}
+        "top_k": 40, "top_p": 1.0, "stop_at_endoftext": False, "dtype": "float32",
+        "backend": "tf"}
     assert found[2]["seed"] != 9  # the second prompt's batch draws from its own seed
     assert r.stderr == f"{ics.PROG}: 4 samples for 2 prompts written to {out} (ids 0-3)\n"
 

@@ -18,7 +18,7 @@ from conftest import CLI_TINY, parse_samples
 
 KEYS = ["id", "ended", "length", "text"]  # gpt-2-output-dataset's, first and unchanged
 SETTINGS = ["model", "seed", "batch_size", "length_asked", "temperature", "top_k", "top_p",
-            "stop_at_endoftext", "dtype"]
+            "stop_at_endoftext", "dtype", "backend"]
 
 
 def records(path) -> list:
