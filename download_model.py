@@ -26,6 +26,7 @@ import time
 from typing import Callable
 from urllib.parse import urlsplit
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # --hub converts with TensorFlow: no chatter
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
 
 import requests  # noqa: E402

@@ -230,3 +230,21 @@ def test_bad_endpoint_and_an_occupied_destination_are_usage_errors(hub, tmp_path
     assert e.value.code == 2 and "exists and is not empty" in capsys.readouterr().err
     assert hub.api.requests == []  # refused before anything was fetched
     assert (tmp_path / "models/m/notes.txt").read_text() == "mine"
+
+
+def test_hub_download_as_a_process_prints_only_its_own_lines(hub, tmp_path):
+    """Run as a user runs it: the conversion's TensorFlow start-up says nothing on stderr
+    (TF_CPP_MIN_LOG_LEVEL left unset, as in a user's shell)."""
+    import os
+    import subprocess
+    import sys
+    hub.publish("o/m", hub_files(tiny_gpt2()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    done = subprocess.run([sys.executable, str(ROOT / "download_model.py"), "--hub", "o/m",
+                           "--models_dir", str(tmp_path / "models")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[-2:] == [f"converting o/m into {tmp_path / 'models/m'}",
+                          f"{tmp_path / 'models/m'}: converted from o/m at main"], done.stderr
+    assert all(line.startswith(str(tmp_path / "models")) for line in lines[:-2]), done.stderr
