@@ -55,9 +55,8 @@ def convert(src, dst, force=False) -> int:
         print(f"Wrote {dst_dir} ({FORMATS[target]}, from {src_dir}): "
               f"{', '.join(sorted(os.listdir(dst_dir)))}")
         if target == "released":
-            models_dir, name = os.path.split(os.path.normpath(dst_dir))
-            print(f"Sample from it: python src/interactive_conditional_samples.py "
-                  f"--models_dir {models_dir or '.'} --model_name {name}")
+            import model_paths
+            print(f"Sample from it: {model_paths.sample_command(dst_dir)}")
         return cli.EXIT_OK
 
     return cli.guarded(PROG, body)

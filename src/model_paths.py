@@ -56,6 +56,17 @@ def download_command(model_dir: str, *, force: bool = False) -> str:
     return " ".join(words + (["--force"] if force else []))
 
 
+def sample_command(model_dir: str) -> str:
+    """`<python> <repo>/src/interactive_conditional_samples.py [--models_dir DIR] --model_name
+    NAME`, to paste in the current directory, for a model directory written here."""
+    models_dir, name = os.path.split(os.path.abspath(model_dir))
+    script = os.path.join(ROOT, "src", "interactive_conditional_samples.py")
+    words = [python_command(), shlex.quote(script)]
+    if models_dir != os.path.abspath("models"):  # the sampling scripts' default
+        words += ["--models_dir", shlex.quote(models_dir)]
+    return " ".join(words + ["--model_name", shlex.quote(name)])
+
+
 def _contents(model_dir: str, name: str) -> str:
     needed = ", ".join(NEEDED)
     tip = (f"; every GPT-2 size has the same {' and '.join(VOCABULARY)}: copy {name} from a "

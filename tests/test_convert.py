@@ -27,7 +27,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 CONVERT = os.path.join(ROOT, "convert_checkpoint.py")
-INTERACTIVE = os.path.join(ROOT, "src", "interactive_conditional_samples.py")
 PROMPT = "Hello, my name is"
 TOKENS = [[15496, 11, 616, 1438, 318, 50256, 0, 995, 31373, 1, 50000, 7, 8, 9, 10, 11]]
 
@@ -88,12 +87,13 @@ def hf_dir(tmp_path_factory, hf_model):
 
 @pytest.fixture(scope="module")
 def hf_converted(tmp_path_factory, hf_dir):
-    """The HF model converted by the script run as a process: (models dir, its stderr)."""
-    models = tmp_path_factory.mktemp("converted") / "models"
-    done = subprocess.run([sys.executable, CONVERT, hf_dir, str(models / "hf")],
-                          capture_output=True, text=True, env=user_env(), timeout=120)
+    """The HF model converted by the script run as a process, from a directory other than
+    the checkout into its `models/hf`: (models dir, the finished process)."""
+    here = tmp_path_factory.mktemp("converted")
+    done = subprocess.run([sys.executable, CONVERT, hf_dir, os.path.join("models", "hf")],
+                          capture_output=True, text=True, env=user_env(), timeout=120, cwd=here)
     assert done.returncode == 0, done.stderr
-    return str(models), done
+    return str(here / "models"), done
 
 
 def test_hf_model_converted_samples_hf_greedy_tokens(hf_converted, hf_model):
@@ -101,11 +101,13 @@ def test_hf_model_converted_samples_hf_greedy_tokens(hf_converted, hf_model):
     models, conversion = hf_converted
     assert conversion.stderr == ""  # no TensorFlow start-up chatter, no warnings
     assert "Wrote" in conversion.stdout
+    # The command it prints works when pasted where the conversion ran.
+    printed = conversion.stdout.split("Sample from it: ")[1].strip()
     length = 16
     done = subprocess.run(
-        [sys.executable, INTERACTIVE, "--models_dir", models, "--model_name", "hf",
-         "--top_k", "1", "--length", str(length), "--nostream"],
-        input=PROMPT + "\n", capture_output=True, text=True, env=user_env(), timeout=120)
+        f"{printed} --top_k 1 --length {length} --nostream", shell=True,
+        cwd=os.path.dirname(models), input=PROMPT + "\n", capture_output=True, text=True,
+        env=user_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     enc = encoder.get_encoder("hf", models)
     ids = enc.encode(PROMPT)
