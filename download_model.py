@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src
 import requests  # noqa: E402
 
 import hub_download  # noqa: E402
+import stdio  # noqa: E402
 from download import DownloadError, Folder, Options, Pin, note, progress_bar  # noqa: E402
 from model_paths import OLD_NAMES, RELEASED as MODELS  # noqa: E402
 from released_files import DATA, DEFAULT_BASE_URL, FILENAMES, released_pins  # noqa: E402
@@ -250,12 +251,30 @@ class _Parser(argparse.ArgumentParser):
             message = f"unrecognized argument{'s' * (len(words) > 1)}: {', '.join(words)}"
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see --help\n")
 
+    def print_help(self, file=None):
+        """--help into a full or closed stdout: one line and exit 1, not a silent 0."""
+        try:
+            stream = file or sys.stdout
+            stream.write(self.format_help())
+            stream.flush()
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            stdio.silence(sys.stdout)
+            self.exit(EXIT_OK)
+        except (OSError, stdio.StreamError) as e:
+            stdio.silence(sys.stdout)
+            reason = e if isinstance(e, stdio.StreamError) else (
+                f"cannot write to standard output: {e.strerror or type(e).__name__}")
+            self.exit(EXIT_FAILURE, f"{self.prog}: error: {reason}\n")
+
 
 def _on_sigterm(signum, frame):
     raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A full or closed stderr drops the log lines instead of failing the download; a
+    # closed descriptor is reopened on /dev/null, so no file written here takes its number.
+    stdio.install()
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -323,3 +323,33 @@ def test_help_in_a_terminal_is_printed_without_a_pager(tmp_path):
     child.close()
     assert child.exitstatus == 0
     assert "--no_pins" in text and "--base_url" in text and " -s" not in text
+
+
+# --- standard streams that are full or closed (issue 13) ---------------------------------
+
+def shell_run(redirect, args, cwd):
+    """The script in bash with `redirect` applied: (exit status, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "no_proxy")}
+    done = subprocess.run(["bash", "-c", f'"$@" {redirect}', "-", sys.executable,
+                           str(ROOT / "download_model.py"), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("redirect", ["2>/dev/full", "2>&-"])
+def test_a_full_or_closed_stderr_does_not_stop_the_download(tmp_path, server, redirect):
+    """Log lines that cannot be written are dropped; they used to fail the first file as
+    'cannot write .../checkpoint: No space left on device' (or an AttributeError)."""
+    code, out, _ = shell_run(redirect, ["124M", "--no_pins", "--models_dir", "models",
+                                        "--base_url", server.url + "/models"], tmp_path)
+    assert (code, out) == (0, "")
+    for name, data in FILES.items():
+        assert (tmp_path / "models/124M" / name).read_bytes() == data, name
+
+
+@pytest.mark.parametrize("redirect, reason", [(">/dev/full", "No space left on device"),
+                                              (">&-", "it is closed")])
+def test_help_into_a_full_or_closed_stdout_is_one_line_exit_1(tmp_path, redirect, reason):
+    """It exited 0 with the help lost (full), or printed the help on stderr (closed)."""
+    assert shell_run(redirect, ["--help"], tmp_path) == (
+        1, "", f"download_model.py: error: cannot write to standard output: {reason}\n")
