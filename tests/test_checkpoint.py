@@ -15,6 +15,8 @@ import gpt2_fixtures as fx
 import model_paths
 from conftest import TINY
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAIN_PATH = "/usr/bin:/bin"  # a user's PATH: no `python3` of this interpreter's environment

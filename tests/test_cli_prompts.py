@@ -13,6 +13,8 @@ import progress
 import samples_io
 from conftest import RULE, parse_samples
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 KEYS = ["id", "ended", "length", "text", "prompt", "model", "seed", "batch_size",
         "length_asked", "temperature", "top_k", "top_p", "stop_at_endoftext", "dtype",
         "backend"]

@@ -16,6 +16,8 @@ import reference_gpt2
 import samples_io
 from conftest import CLI_TINY, parse_samples
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 KEYS = ["id", "ended", "length", "text"]  # gpt-2-output-dataset's, first and unchanged
 SETTINGS = ["model", "seed", "batch_size", "length_asked", "temperature", "top_k", "top_p",
             "stop_at_endoftext", "dtype", "backend"]

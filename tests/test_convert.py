@@ -23,6 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import convert_checkpoint  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 

@@ -16,6 +16,8 @@ import gpt2_fixtures as fx
 from conftest import CLI_TINY
 from test_convert import converted, hf_gpt2, save_hub
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 pytest.importorskip("transformers")
 
 

@@ -26,6 +26,8 @@ import download  # noqa: E402 -- after download_fixtures, which puts the reposit
 import download_http  # noqa: E402
 import download_part  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 
 # --- the normal case --------------------------------------------------------------------
 

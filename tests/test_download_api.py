@@ -8,6 +8,8 @@ from http_fixture import Server
 
 import download
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 DATA = bytes(range(256)) * 400
 
 

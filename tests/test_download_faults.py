@@ -17,6 +17,8 @@ from download_fixtures import DATA, FILES, ROOT, SIZES, Server, data_gets, dm, s
 
 import download_http  # noqa: E402 -- after download_fixtures, which puts the repository on the path
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 PORTAL = b"<!DOCTYPE html><html><head><title>Sign in to the Wi-Fi</title></head><body>...</body></html>"
 SMALL = [name for name in dm.FILENAMES if name != DATA]
 

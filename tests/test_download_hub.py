@@ -14,6 +14,8 @@ from http_fixture import Server
 
 import hub_download  # noqa: E402 -- after download_fixtures, which puts the repository on the path
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TOKEN = "hf_secret_token_0123456789"
 N_EMBD, N_LAYER, N_CTX, N_VOCAB = 16, 2, 64, 50257

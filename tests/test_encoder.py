@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import encoder
 from encoder_helpers import DATA_DIR, OriginalEncoder, load_vocab, make_corpus, reference_tokenizer
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 SHA256 = {
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",

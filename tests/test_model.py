@@ -9,6 +9,8 @@ import model
 import reference_gpt2
 from conftest import TINY
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 ATOL = 1e-4
 
 

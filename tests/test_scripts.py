@@ -18,6 +18,8 @@ import reference_gpt2
 import samples_io
 from conftest import CLI_TINY, RULE, parse_samples
 
+pytestmark = pytest.mark.usefixtures("no_tracebacks")
+
 @pytest.fixture(scope="module")
 def enc():
     return encoder.get_encoder("", fx.DATA)
