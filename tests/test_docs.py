@@ -106,6 +106,8 @@ NOT_RUN = {
     ("DEVELOPERS.md", "python3 bench/bench_encoder.py"): BENCH,
     # The "## Fine-tuning" sections.
     ("README.md", "python3 bench/bench_train.py"): BENCH,
+    ("README.md", "python3 bench/bench_train.py --runs 3 --memory"): BENCH,
+    ("README.md", "python3 bench/bench_train.py --runs 0 --memory 774M 1558M"): BENCH,
     ("DEVELOPERS.md", "python3 bench/bench_train.py --runs 5"): BENCH,
     ("DEVELOPERS.md", "python3 bench/bench_train.py --runs 0 --memory 1558M"): BENCH,
     ("DEVELOPERS.md", TF_CONFIG.format(index=0) + TRAIN_ON_TWO_HOSTS): TWO_HOSTS,
