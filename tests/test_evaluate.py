@@ -14,12 +14,13 @@ import pytest
 import reference_gpt2
 from conftest import CLI_TINY
 from test_score import log_softmax
-from test_tasks import LAMBADA, WIKITEXT, harness_pair, write_lambada
+from test_tasks import CANDIDATES, LAMBADA, WIKITEXT, cbt_story, harness_pair, write_lambada
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402
 
+CBT_STORY = cbt_story(0, "He saw a XXXXX .", "cat", CANDIDATES)
 KEYS = {"task", "model", "examples", "metrics", "settings"}
 TEXT_METRICS = {"log_likelihood", "tokens", "words", "bytes", "token_perplexity",
                 "word_perplexity", "bits_per_byte", "skipped"}
@@ -200,6 +201,12 @@ def test_a_text_too_short_to_score(run_script, tmp_path):
      ["line 2: byte 0xe9 (offset 35) is not UTF-8", "lambada_test.jsonl"]),
     ("wikitext2", b'{"text": "a passage"}\n', ["line 1: this looks like JSON lines",
                                                "wiki.test.raw"]),
+    ("wikitext2", CBT_STORY.encode(), ["this looks like a Children's Book Test file"]),
+    ("lambada", CBT_STORY.encode(), ["line 1: this looks like a Children's Book Test file"]),
+    ("ptb", WIKITEXT.encode(), ["line 2: this looks like a WikiText file", "ptb.test.txt"]),
+    ("enwik8", b"anarchism originated as a term of abuse", ["<mediawiki"]),
+    ("text8", b'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.3/">',
+     ["line 1", "'<' at offset 0", "a-z"]),
     ("wikitext103", b" plain text\n without headings \n", ["no ' = Title = ' line found"]),
     ("ptb", b" no it was n't black monday \n But Capitals Here \n", ["line 2", "ptb.test.txt"]),
     ("enwik8", b"plain text, not xml\n", ["line 1", "<mediawiki"]),
