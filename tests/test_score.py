@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import model
 import reference_gpt2
 import score
 from conftest import TINY
@@ -208,6 +209,28 @@ def test_chunks_of_the_head_change_nothing(tiny_model, scorer):
     for a, b in zip(small.score(windows, batch_size=3), scorer.score(windows, batch_size=3)):
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6, rtol=0)
         np.testing.assert_array_equal(a.greedy, b.greedy)
+
+
+@pytest.mark.parametrize("block", [1, 5, 8, N_CTX - 1])
+def test_attention_in_blocks_of_queries_equals_the_reference(tiny_model, tiny_weights, block):
+    """Blocks that divide the window, that do not (the last padded), of one query."""
+    hparams, params = tiny_model
+    blocked = score.Scorer(params, hparams, attention_block=block)
+    windows = [Window(tuple(sequence(k, n)), n - 1) for k, n in enumerate([N_CTX + 1, 17, 2])]
+    for w, s in zip(windows, blocked.score(windows, batch_size=3)):
+        logprobs, greedy = reference_window(tiny_weights, w.tokens, w.n_scored)
+        np.testing.assert_allclose(s.logprobs, logprobs, atol=ATOL, rtol=0)
+        np.testing.assert_array_equal(s.greedy, greedy)
+
+
+def test_causal_attention_equals_the_models(tiny_model):
+    rng = np.random.default_rng(0)
+    q, k, v = (tf.constant(rng.standard_normal([2, 3, 37, 8]), tf.float32) for _ in range(3))
+    expected = model.multihead_attn(q, k, v, mask=model.attention_mask(37, 37,
+                                                                       dtype=tf.float32))
+    for block in (4, 37, 128):
+        np.testing.assert_allclose(score.causal_attention(q, k, v, block=block), expected,
+                                   atol=1e-6, rtol=0)
 
 
 def test_one_trace_serves_every_batch_shape(scorer):
