@@ -198,9 +198,10 @@ def skipped_failure(options: dict, result, shown: int = 5) -> Failure:
     and the format expected when it is one example; else a note for each (the first
     `shown`) and a summary."""
     data, expected = options["data"], tasks.TASKS[options["task"]].expected
+    were = "examples were" if result.examples > 1 else "example was"
     outcome = ("nothing could be scored" if result.examples == 0 else
-               f"the other {result.examples} examples were scored (results above, "
-               f"skipped: {len(result.skipped)})")
+               f"the other {result.examples} {were} scored (results above, skipped: "
+               f"{len(result.skipped)})")
     if len(result.skipped) == 1:
         [skipped] = result.skipped
         return Failure(f"{data}: line {skipped.line}: skipped: {skipped.reason}; expected "

@@ -178,7 +178,7 @@ def test_several_skipped_examples_are_each_named(run_script, tmp_path):
                          f"evaluate.py: {path}: 2 more skipped"]
     assert last.startswith(f"evaluate.py: error: {path}: 7 examples skipped (lines above); "
                            f"expected OpenAI's LAMBADA file")
-    assert last.endswith("the other 1 examples were scored (results above, skipped: 7)")
+    assert last.endswith("the other 1 example was scored (results above, skipped: 7)")
 
 
 def test_a_text_too_short_to_score(run_script, tmp_path):
