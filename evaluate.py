@@ -9,7 +9,8 @@ the published metric definitions (lm-evaluation-harness's where it has the task)
 Prints a table of the metrics; `--output FILE` writes them as one JSON object {"task",
 "model", "examples", "metrics", "settings"}. A progress bar with ETA goes to stderr when it
 is a terminal. Exit codes: 0 done, 1 bad data or model (one line says which file, which
-line and what was expected), 2 bad option, 130/143 interrupted.
+line and what was expected; also after the results when some examples could not be scored:
+they are named, and counted as `skipped`), 2 bad option, 130/143 interrupted.
 """
 import json
 import os
@@ -56,8 +57,9 @@ def evaluate(task=None, data=None, model_name='124M', models_dir='models', batch
             download_model.py fetches models.
         data_url: Fetch from this address instead of the task's public one (a mirror).
     Returns:
-        The exit status: 0 when done, 1 for a bad data file or model, 2 for a bad option,
-        130 after Ctrl-C, 143 on SIGTERM.
+        The exit status: 0 when done, 1 for a bad data file or model (also after the
+        results when some examples could not be scored), 2 for a bad option, 130 after
+        Ctrl-C, 143 on SIGTERM.
     """
     def body() -> int:
         options = parse(task=task, data=data, model_name=model_name, models_dir=models_dir,
@@ -153,10 +155,8 @@ def run(options: dict) -> int:
         result = tasks.evaluate(options["task"], examples, scorer=scorer, encoder=model.enc,
                                 batch_size=options["batch_size"], stride=stride,
                                 progress=bar)
-    report_skipped(options, result)
     if result.examples == 0:
-        raise Failure(f"{options['data']}: nothing could be scored (every example was "
-                      f"skipped); expected {tasks.TASKS[options['task']].expected}")
+        raise skipped_failure(options, result)
     record = dict(task=options["task"], model=options["model_name"],
                   examples=result.examples, metrics=result.metrics,
                   settings=dict(data=options["data"], model_dir=model.model_dir,
@@ -167,6 +167,8 @@ def run(options: dict) -> int:
     print_table(record)
     if options["output"] is not None:
         write_json(options["output"], record)
+    if result.skipped:  # E2: scored what could be, counted the rest; the data needs a look
+        raise skipped_failure(options, result)
     return cli.EXIT_OK
 
 
@@ -191,11 +193,25 @@ def progress_bar():
                 disable=not sys.stderr.isatty())
 
 
-def report_skipped(options: dict, result, shown: int = 5) -> None:
+def skipped_failure(options: dict, result, shown: int = 5) -> Failure:
+    """What to say when examples were skipped (E2): one line naming the file, the line, why
+    and the format expected when it is one example; else a note for each (the first
+    `shown`) and a summary."""
+    data, expected = options["data"], tasks.TASKS[options["task"]].expected
+    were = "examples were" if result.examples > 1 else "example was"
+    outcome = ("nothing could be scored" if result.examples == 0 else
+               f"the other {result.examples} {were} scored (results above, skipped: "
+               f"{len(result.skipped)})")
+    if len(result.skipped) == 1:
+        [skipped] = result.skipped
+        return Failure(f"{data}: line {skipped.line}: skipped: {skipped.reason}; expected "
+                       f"{expected}; {outcome}")
     for skipped in result.skipped[:shown]:
-        cli.note(PROG, f"{options['data']}: line {skipped.line}: skipped: {skipped.reason}")
+        cli.note(PROG, f"{data}: line {skipped.line}: skipped: {skipped.reason}")
     if len(result.skipped) > shown:
-        cli.note(PROG, f"{options['data']}: {len(result.skipped) - shown} more skipped")
+        cli.note(PROG, f"{data}: {len(result.skipped) - shown} more skipped")
+    return Failure(f"{data}: {len(result.skipped)} examples skipped (lines above); expected "
+                   f"{expected}; {outcome}")
 
 
 def print_table(record: dict) -> None:

@@ -29,10 +29,13 @@ from bench_sampling import HF, ask, peak_rss_mb  # noqa: E402
 
 # name: (batch, tokens per window, scored positions per window)
 SETTINGS = {"windows_8x1024": (8, 1024, 1024), "lambada_8x90": (8, 90, 2)}
-# The test sets, in GPT-2 tokens. LAMBADA: 5,153 passages; 90 tokens each is an assumption
-# (the passages average about 75 words plus punctuation). WikiText-2's raw test set is
-# 287,644 tokens as one stream (Hugging Face's perplexity guide); the harness scores its
-# 62 articles separately, so every article adds one partly filled window.
+# The test sets, in GPT-2 tokens (neither can be fetched here, so neither was counted here).
+# LAMBADA: 5,153 passages; 90 tokens each is an assumption (the passages average about 75
+# words plus punctuation). WikiText-2: 287,644 tokens, the length of the GPT-2 encoding of
+# the wikitext-2-raw-v1 test split joined by blank lines, the input of Hugging Face's
+# "perplexity of fixed-length models" guide, as reported by users of that guide; it agrees
+# with the split's 245,569 word-level tokens (Merity et al. 2016) at ~1.17 BPE tokens per
+# word. The harness scores the 62 articles separately, so each adds a partly filled window.
 LAMBADA_PASSAGES = 5153
 WIKITEXT2_TOKENS, WIKITEXT2_ARTICLES = 287_644, 62
 
@@ -138,8 +141,9 @@ def flops_per_token(model_name: str, length: int = 1024) -> float:
 
 
 def estimates(rows):
-    """Estimated seconds for the full test sets, per size: measured where a size was
-    measured, else the 124M measurement scaled by the forward pass's FLOPs per token."""
+    """Estimated seconds for the full test sets, per size: the test set's tokens over the
+    throughput measured for that size, else over 124M's measured throughput divided by the
+    ratio of the forward pass's FLOPs per token (parameters and attention)."""
     by_model = {(r["model"], r["setting"]): r for r in rows}
     out = []
     for name in random_checkpoint.SIZES:
@@ -147,12 +151,13 @@ def estimates(rows):
         for side in ("ours", "hf"):
             for setting, key in (("lambada_8x90", "lambada_s"), ("windows_8x1024", "wikitext2_s")):
                 row = by_model.get((name, setting))
-                source = "measured"
+                source = f"{name}'s throughput measured here"
                 if row is None:
                     base = by_model.get(("124M", setting))
                     if base is None:
                         continue
-                    source = "extrapolated from 124M by FLOPs per token"
+                    source = ("estimate: 124M's measured throughput / FLOPs-per-token "
+                              "ratio (not measured)")
                     scale = (flops_per_token(name, base["length"]) /
                              flops_per_token("124M", base["length"]))
                     tps = base[f"{side}_tokens_per_s"] / scale
@@ -176,12 +181,14 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--json", default=os.path.join(HERE, "results", "score.json"))
     args = parser.parse_args()
-    rows = []
+    rows, load_before = [], os.getloadavg()[0]
     for name in args.models:
         rows += measure(name, args.runs, args.dtype)
-    result = dict(machine=dict(cpu=platform.processor() or platform.machine(),
-                               cores=os.cpu_count(), python=platform.python_version()),
-                  runs=args.runs, rows=rows, estimates=estimates(rows))
+    result = dict(machine=dict(cpu=cpu_name(), cores=os.cpu_count(),
+                               python=platform.python_version(),
+                               load_average_before_after=[load_before, os.getloadavg()[0]]),
+                  command=" ".join(["python"] + sys.argv), runs=args.runs, rows=rows,
+                  estimates=estimates(rows))
     report(result)
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
@@ -189,7 +196,20 @@ def main():
     print(f"\nwrote {args.json}")
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def report(result):
+    m = result["machine"]
+    print(f"{result['command']}\n{m['cpu']}, {m['cores']} cores, load average "
+          f"{m['load_average_before_after'][0]:.1f} before / "
+          f"{m['load_average_before_after'][1]:.1f} after")
     print(f"median of {result['runs']} runs each, alternating; tokens/s counts input positions")
     print("| model | dtype | setting | ours tok/s | HF tok/s | ours/HF "
           "| log-likelihood ours / HF |")

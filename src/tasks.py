@@ -23,7 +23,6 @@ import dataclasses
 import math
 from typing import Callable
 
-import score
 import tasks_cloze
 import tasks_text
 from tasks_cloze import Skipped
@@ -129,6 +128,7 @@ def line_of(example) -> int:
 def windows_of(example, encoder, n_ctx, eot, stride) -> list | None:
     """The windows of each continuation (or of the document), or None when the example
     cannot be scored."""
+    import score  # here: it imports TensorFlow, which `read` (and --help) must not wait for
     if isinstance(example, Document):
         tokens = encoder.encode(example.text)
         if len(tokens) < 2:

@@ -2,19 +2,25 @@
 FAULTS.md E1-E4 and the issue: one line naming the file (and line) and the format, exit 1
 or 2, never a traceback."""
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from test_tasks import LAMBADA, WIKITEXT, write_lambada
+import reference_gpt2
+from conftest import CLI_TINY
+from test_score import log_softmax
+from test_tasks import CANDIDATES, LAMBADA, WIKITEXT, cbt_story, harness_pair, write_lambada
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402
 
+CBT_STORY = cbt_story(0, "He saw a XXXXX .", "cat", CANDIDATES)
 KEYS = {"task", "model", "examples", "metrics", "settings"}
 TEXT_METRICS = {"log_likelihood", "tokens", "words", "bytes", "token_perplexity",
                 "word_perplexity", "bits_per_byte", "skipped"}
@@ -43,23 +49,68 @@ def wiki_file(tmp_path):
     return path
 
 
-def test_the_lambada_command_writes_the_json(cli_models, lambada_file, tmp_path):
-    """The acceptance's command, as a new user runs it (a subprocess, from the repo root)."""
+def reference_metrics(task, weights, enc, data_text):
+    """The task's metrics from per-token log-probs of the NumPy GPT-2, by plain loops."""
+    n_ctx = CLI_TINY["n_ctx"]
+
+    def scored(tokens, n_scored):  # (log-probs, argmax hits) of the last n_scored tokens
+        lp = log_softmax(reference_gpt2.logits(weights, tokens[:-1], CLI_TINY["n_head"]))
+        rows = range(len(tokens) - 1 - n_scored, len(tokens) - 1)
+        return [lp[i, tokens[i + 1]] for i in rows], [lp[i].argmax() == tokens[i + 1]
+                                                      for i in rows]
+    if task == "lambada":
+        lls, hits = [], []
+        for passage in LAMBADA:
+            context, target = passage.rsplit(" ", 1)
+            c, t = harness_pair(enc, context, " " + target)
+            logprobs, greedy = scored((c + t)[-(n_ctx + 1):], len(t))
+            lls.append(sum(logprobs))
+            hits.append(all(greedy))
+        return dict(accuracy=sum(hits) / len(hits), perplexity=math.exp(-sum(lls) / len(lls)))
+    tokens = enc.encode(data_text)
+    assert len(tokens) <= n_ctx  # one window: <|endoftext|> and the text
+    ll = sum(scored([enc.eot_token] + tokens, len(tokens))[0])
+    words, n_bytes = len(re.split(r"\s+", data_text)), len(data_text.encode("utf-8"))
+    return dict(log_likelihood=ll, tokens=len(tokens), words=words, bytes=n_bytes,
+                token_perplexity=math.exp(-ll / len(tokens)),
+                word_perplexity=math.exp(-ll / words),
+                bits_per_byte=-ll / n_bytes / math.log(2))
+
+
+NOTES = "Some notes.\nMore notes, with ünïcödé and tabs\tand  double spaces.\n"
+
+
+@pytest.mark.parametrize("task", ["lambada", "text"])
+def test_the_commands_write_the_json(cli_models, cli_weights, tmp_path, task):
+    """The acceptance's commands, as a new user runs them (a subprocess, from the repo
+    root); the metrics equal the NumPy GPT-2's, summed by plain loops."""
+    import encoder
+    enc = encoder.get_encoder("tiny", cli_models)
+    if task == "lambada":
+        data = write_lambada(tmp_path / "lambada_test.jsonl", LAMBADA)
+    else:
+        data = tmp_path / "notes.txt"
+        data.write_text(NOTES, encoding="utf-8")
     out = tmp_path / "out.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
-        [sys.executable, "evaluate.py", "lambada", "--data", str(lambada_file), "--model_name",
-         "tiny", "--models_dir", cli_models, "--output", str(out)],
+        [sys.executable, "evaluate.py", task, "--data", str(data), "--model_name", "tiny",
+         "--models_dir", cli_models, "--output", str(out)],
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
     record = json.loads(out.read_text())
     assert set(record) == KEYS
-    assert (record["task"], record["model"], record["examples"]) == ("lambada", "tiny", 4)
-    assert set(record["metrics"]) == {"accuracy", "perplexity", "skipped"}
-    assert 0 <= record["metrics"]["accuracy"] <= 1 and record["metrics"]["perplexity"] > 1
+    examples = len(LAMBADA) if task == "lambada" else 1
+    assert (record["task"], record["model"], record["examples"]) == (task, "tiny", examples)
+    expected = reference_metrics(task, cli_weights, enc, NOTES)
+    assert set(record["metrics"]) == set(expected) | {"skipped"}
+    assert record["metrics"]["skipped"] == 0
+    for name, value in expected.items():
+        assert math.isclose(record["metrics"][name], value, rel_tol=1e-5), name
     assert record["settings"]["window_rule"] == "disjoint"
-    assert "| perplexity" in done.stdout and "| accuracy" in done.stdout
-    assert "Traceback" not in done.stderr
+    for name in record["metrics"]:
+        assert f"| {name} " in done.stdout
 
 
 def test_the_text_command_writes_the_json(run_script, tmp_path):
@@ -97,19 +148,46 @@ def test_an_existing_output_is_kept_unless_overwrite(run_script, lambada_file, t
     assert result.code == 0 and json.loads(out.read_text())["examples"] == 2
 
 
-def test_a_one_word_passage_is_skipped_and_named(run_script, tmp_path):
+def test_a_one_word_passage_is_named_counted_and_fails_the_run(run_script, tmp_path):
+    """E2 and the issue: the other passages are scored and reported with the passage counted
+    as skipped; one line names the file, the line and the format; exit 1."""
     path = write_lambada(tmp_path / "l.jsonl", LAMBADA[:2] + ["Alone"])
-    result = run_script(evaluate, "lambada", "--data", path)
-    assert result.code == 0
-    assert result.stderr.strip() == (f"evaluate.py: {path}: line 3: skipped: the passage has "
-                                     f"one word: no context to predict it from")
+    out = tmp_path / "out.json"
+    result = run_script(evaluate, "lambada", "--data", path, "--output", out)
+    assert result.code == 1
+    line = one_line_error(result, f"{path}: line 3: skipped: the passage has one word",
+                          "expected OpenAI's LAMBADA file", "the other 2 examples were scored")
     assert "| skipped    | 1 |" in result.stdout
+    record = json.loads(out.read_text())  # nothing computed is lost
+    assert record["examples"] == 2 and record["metrics"]["skipped"] == 1, line
     only = write_lambada(tmp_path / "one.jsonl", ["Alone"])
     result = run_script(evaluate, "lambada", "--data", only)
+    assert result.code == 1 and result.stdout == ""
+    one_line_error(result, f"{only}: line 1: skipped: the passage has one word",
+                   "expected OpenAI's LAMBADA file", "nothing could be scored")
+
+
+def test_several_skipped_examples_are_each_named(run_script, tmp_path):
+    passages = ["One", LAMBADA[0], "Two", "Three", "Four", "Five", "Six", "Seven"]
+    path = write_lambada(tmp_path / "l.jsonl", passages)
+    result = run_script(evaluate, "lambada", "--data", path)
+    assert result.code == 1 and "Traceback" not in result.stderr
+    *notes, last = result.stderr.strip().splitlines()
+    assert notes == [f"evaluate.py: {path}: line {n}: skipped: the passage has one word: no "
+                     f"context to predict it from" for n in (1, 3, 4, 5, 6)] + [
+                         f"evaluate.py: {path}: 2 more skipped"]
+    assert last.startswith(f"evaluate.py: error: {path}: 7 examples skipped (lines above); "
+                           f"expected OpenAI's LAMBADA file")
+    assert last.endswith("the other 1 example was scored (results above, skipped: 7)")
+
+
+def test_a_text_too_short_to_score(run_script, tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_text("a")  # one token: E2's "document shorter than two tokens"
+    result = run_script(evaluate, "text", "--data", path)
     assert result.code == 1
-    assert "line 1: skipped: the passage has one word" in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        f"evaluate.py: error: {only}: nothing could be scored")
+    one_line_error(result, f"{path}: line 1: skipped: too short to score",
+                   "expected UTF-8 text", "nothing could be scored")
 
 
 @pytest.mark.parametrize("task, content, needles", [
@@ -123,6 +201,12 @@ def test_a_one_word_passage_is_skipped_and_named(run_script, tmp_path):
      ["line 2: byte 0xe9 (offset 35) is not UTF-8", "lambada_test.jsonl"]),
     ("wikitext2", b'{"text": "a passage"}\n', ["line 1: this looks like JSON lines",
                                                "wiki.test.raw"]),
+    ("wikitext2", CBT_STORY.encode(), ["this looks like a Children's Book Test file"]),
+    ("lambada", CBT_STORY.encode(), ["line 1: this looks like a Children's Book Test file"]),
+    ("ptb", WIKITEXT.encode(), ["line 2: this looks like a WikiText file", "ptb.test.txt"]),
+    ("enwik8", b"anarchism originated as a term of abuse", ["<mediawiki"]),
+    ("text8", b'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.3/">',
+     ["line 1", "'<' at offset 0", "a-z"]),
     ("wikitext103", b" plain text\n without headings \n", ["no ' = Title = ' line found"]),
     ("ptb", b" no it was n't black monday \n But Capitals Here \n", ["line 2", "ptb.test.txt"]),
     ("enwik8", b"plain text, not xml\n", ["line 1", "<mediawiki"]),

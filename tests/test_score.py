@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import model
 import reference_gpt2
 import score
 from conftest import TINY
@@ -28,7 +29,23 @@ def reference_window(weights, tokens, n_scored):
             np.array([lp[i].argmax() == tokens[i + 1] for i in rows]))
 
 
-def reference_disjoint(weights, seq):
+def numpy_forward(weights):
+    """Input tokens -> [len, n_vocab] log-softmax, by the NumPy GPT-2."""
+    return lambda inputs: log_softmax(reference_gpt2.logits(weights, inputs, TINY["n_head"]))
+
+
+def hf_forward(hf):
+    """Input tokens -> [len, n_vocab] log-softmax, by Hugging Face transformers."""
+    import torch
+
+    def forward(inputs):
+        with torch.inference_mode():
+            logits = hf(torch.tensor([list(inputs)])).logits[0].double()
+        return torch.log_softmax(logits, -1).numpy()
+    return forward
+
+
+def reference_disjoint(forward, seq):
     """Per-token log-probs of seq under the disjoint rule, worked out here on its own:
     tokens are predicted in chunks of n_ctx; a chunk's model input is the n_ctx tokens
     before the chunk's last token (the prefix and the first n_ctx - 1 for the first)."""
@@ -37,9 +54,28 @@ def reference_disjoint(weights, seq):
         end = min(start + N_CTX, len(seq))
         inputs = [P] + seq[:end - 1] if start == 0 else seq[end - 1 - N_CTX:end - 1]
         assert len(inputs) <= N_CTX
-        lp = log_softmax(reference_gpt2.logits(weights, inputs, TINY["n_head"]))
+        lp = forward(inputs)
         out += [lp[len(inputs) - (end - i), seq[i]] for i in range(start, end)]
     return np.array(out)
+
+
+def reference_stride(forward, seq, stride):
+    """Per-token log-probs of seq under the stride rule, worked out here on its own: over
+    full = [P] + seq, window k reads full[k * stride:k * stride + n_ctx]; token full[i] is
+    predicted by the first window that reaches it, i.e. given full[begin:i] where begin is
+    the smallest multiple of the stride with begin + n_ctx >= i."""
+    full, out, cache = [P] + seq, [], {}
+    for i in range(1, len(full)):
+        begin = max(0, -(-(i - N_CTX) // stride)) * stride
+        if begin not in cache:
+            cache[begin] = forward(full[begin:begin + N_CTX])
+        out.append(cache[begin][i - 1 - begin, full[i]])
+    return np.array(out)
+
+
+def reference(forward, seq, stride):
+    return (reference_disjoint(forward, seq) if stride is None else
+            reference_stride(forward, seq, stride))
 
 
 def sequence(seed, n):
@@ -76,15 +112,6 @@ def hf_model(tiny_weights):
     assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
     hf.tie_weights()
     return hf
-
-
-def hf_window(hf, tokens, n_scored):
-    import torch
-    with torch.inference_mode():
-        logits = hf(torch.tensor([list(tokens[:-1])])).logits[0].double()
-    lp = torch.log_softmax(logits, -1).numpy()
-    return np.array([lp[i, tokens[i + 1]]
-                     for i in range(len(tokens) - 1 - n_scored, len(tokens) - 1)])
 
 
 def test_disjoint_windows_follow_the_harness_rule():
@@ -130,30 +157,32 @@ def test_pair_window_keeps_the_last_tokens():
         score.pair_window([1], list(range(5)), n_ctx=4)
 
 
+@pytest.mark.parametrize("stride", [None, N_CTX // 2 - 3])
 @pytest.mark.parametrize("n", [5, N_CTX, int(3.5 * N_CTX)])
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_token_logprobs_equal_the_numpy_reference_and_hf(scorer, tiny_weights, hf_model, n,
-                                                         batch_size):
-    sequences = [sequence(n + k, n - k) for k in range(3)]  # three lengths near n
-    ours = score.token_logprobs(scorer, sequences, prefix_token=P, batch_size=batch_size)
+                                                         batch_size, stride):
+    """Shorter than, equal to and 3.5x the context; one window per batch and several; both
+    window rules, each worked out in the test and run on both independent models."""
+    sequences = [sequence(n + k, n - k) for k in range(3)]  # three lengths up to n
+    assert max(map(len, sequences)) == n
+    ours = score.token_logprobs(scorer, sequences, prefix_token=P, stride=stride,
+                                batch_size=batch_size)
     for seq, got in zip(sequences, ours):
-        expected = reference_disjoint(tiny_weights, seq)
         assert got.shape == (len(seq),)
-        np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
-        hf = np.concatenate([hf_window(hf_model, w.tokens, w.n_scored) for w in
-                             score.rolling_windows(seq, n_ctx=N_CTX, prefix_token=P)])
-        np.testing.assert_allclose(got, hf, atol=ATOL, rtol=0)
+        np.testing.assert_allclose(got, reference(numpy_forward(tiny_weights), seq, stride),
+                                   atol=ATOL, rtol=0)
+        np.testing.assert_allclose(got, reference(hf_forward(hf_model), seq, stride),
+                                   atol=ATOL, rtol=0)
     assert min(np.ptp(g) for g in ours) > 0.5  # weights large enough to show a wrong row
 
 
-def test_stride_windows_score_with_more_context(scorer, tiny_weights):
+def test_the_two_rules_differ_past_the_first_window(scorer, tiny_weights):
     seq = sequence(7, 2 * N_CTX + 3)
-    windows = score.rolling_windows(seq, n_ctx=N_CTX, prefix_token=P, stride=5)
-    got = np.concatenate(score.token_logprobs(scorer, [seq], prefix_token=P, stride=5))
-    expected = np.concatenate([reference_window(tiny_weights, w.tokens, w.n_scored)[0]
-                               for w in windows])
-    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
-    assert np.abs(got - reference_disjoint(tiny_weights, seq)).max() > 1e-3  # not disjoint
+    disjoint, stride = (score.token_logprobs(scorer, [seq], prefix_token=P, stride=s)[0]
+                        for s in (None, 5))
+    np.testing.assert_allclose(disjoint[:N_CTX], stride[:N_CTX], atol=1e-6)  # one window
+    assert np.abs(disjoint - stride)[N_CTX:].max() > 1e-3  # more context changes them
 
 
 def test_greedy_flags_and_mixed_lengths_in_one_batch(scorer, tiny_model, tiny_weights):
@@ -182,6 +211,28 @@ def test_chunks_of_the_head_change_nothing(tiny_model, scorer):
         np.testing.assert_array_equal(a.greedy, b.greedy)
 
 
+@pytest.mark.parametrize("block", [1, 5, 8, N_CTX - 1])
+def test_attention_in_blocks_of_queries_equals_the_reference(tiny_model, tiny_weights, block):
+    """Blocks that divide the window, that do not (the last padded), of one query."""
+    hparams, params = tiny_model
+    blocked = score.Scorer(params, hparams, attention_block=block)
+    windows = [Window(tuple(sequence(k, n)), n - 1) for k, n in enumerate([N_CTX + 1, 17, 2])]
+    for w, s in zip(windows, blocked.score(windows, batch_size=3)):
+        logprobs, greedy = reference_window(tiny_weights, w.tokens, w.n_scored)
+        np.testing.assert_allclose(s.logprobs, logprobs, atol=ATOL, rtol=0)
+        np.testing.assert_array_equal(s.greedy, greedy)
+
+
+def test_causal_attention_equals_the_models(tiny_model):
+    rng = np.random.default_rng(0)
+    q, k, v = (tf.constant(rng.standard_normal([2, 3, 37, 8]), tf.float32) for _ in range(3))
+    expected = model.multihead_attn(q, k, v, mask=model.attention_mask(37, 37,
+                                                                       dtype=tf.float32))
+    for block in (4, 37, 128):
+        np.testing.assert_allclose(score.causal_attention(q, k, v, block=block), expected,
+                                   atol=1e-6, rtol=0)
+
+
 def test_one_trace_serves_every_batch_shape(scorer):
     before = scorer._score_batch.experimental_get_tracing_count()
     for batch_size, n in [(1, 3), (2, 11), (3, N_CTX)]:
@@ -196,7 +247,8 @@ def test_bfloat16_weights_score_close_to_float32(tiny_dir, tiny_weights):
     seq = sequence(3, 12)
     got = score.token_logprobs(score.Scorer(params, hparams), [seq], prefix_token=P)[0]
     assert got.dtype == np.float64
-    np.testing.assert_allclose(got, reference_disjoint(tiny_weights, seq), atol=0.25)
+    np.testing.assert_allclose(got, reference_disjoint(numpy_forward(tiny_weights), seq),
+                               atol=0.25)
 
 
 def test_windows_that_do_not_fit_are_refused(scorer):

@@ -94,6 +94,15 @@ def close(a, b):
     return math.isclose(a, b, rel_tol=REL)
 
 
+def assert_text_metrics(m, ll, tokens, words, n_bytes):
+    """Every metric of a text-like task, from its definition."""
+    assert (m["tokens"], m["words"], m["bytes"]) == (tokens, words, n_bytes)
+    for name, value in [("log_likelihood", ll), ("token_perplexity", math.exp(-ll / tokens)),
+                        ("word_perplexity", math.exp(-ll / words)),
+                        ("bits_per_byte", -ll / n_bytes / math.log(2))]:
+        assert close(m[name], value), name
+
+
 def run(task, path, enc, scorer=None, **options):
     return tasks.evaluate(task, tasks.read(task, str(path)), scorer=scorer or FakeScorer(),
                           encoder=enc, **options)
@@ -208,12 +217,7 @@ def test_wikitext_articles_detokenized_and_counted_as_the_harness_does(tmp_path,
     assert tokens > N_CTX  # the first article spans two windows
     words = sum(len(re.split(r"\s+", o)) for o in originals)
     n_bytes = sum(len(o.encode("utf-8")) for o in originals)
-    m = result.metrics
-    assert (m["tokens"], m["words"], m["bytes"]) == (tokens, words, n_bytes)
-    for name, value in [("log_likelihood", ll), ("token_perplexity", math.exp(-ll / tokens)),
-                        ("word_perplexity", math.exp(-ll / words)),
-                        ("bits_per_byte", -ll / n_bytes / math.log(2))]:
-        assert close(m[name], value), name
+    assert_text_metrics(result.metrics, ll, tokens, words, n_bytes)
 
 
 def test_wikitext_on_the_tiny_model_with_both_window_rules(tmp_path, enc, tiny_scorer):
@@ -246,9 +250,8 @@ def test_ptb_counts_tokens_and_eos_of_the_dataset(tmp_path, enc):
     result = run("ptb", path, enc)
     ll, tokens = document_ll(enc.encode(PTB_DETOKENIZED), enc.eot_token)
     words = len(PTB.split()) + PTB.count("\n")  # the dataset's tokens and one <eos> a line
-    assert result.metrics["words"] == words == 54 + 4
-    assert close(result.metrics["word_perplexity"], math.exp(-ll / words))
-    assert result.metrics["tokens"] == tokens
+    assert words == 54 + 4
+    assert_text_metrics(result.metrics, ll, tokens, words, len(PTB.encode()))
 
 
 def test_enwik8_scores_the_last_bytes_whole_characters_only(tmp_path, enc, monkeypatch):
@@ -259,8 +262,8 @@ def test_enwik8_scores_the_last_bytes_whole_characters_only(tmp_path, enc, monke
     monkeypatch.setattr(tasks_text, "TEST_SPLIT", len(tail) + 2)  # cut inside 日
     result = run("enwik8", path, enc)
     ll, tokens = document_ll(enc.encode(tail.decode()), enc.eot_token)
-    assert result.metrics["bytes"] == len(tail)
-    assert close(result.metrics["bits_per_byte"], -ll / len(tail) / math.log(2))
+    words = len(re.split(r"\s+", tail.decode()))
+    assert_text_metrics(result.metrics, ll, tokens, words, len(tail))
 
 
 def test_text8_scores_the_last_characters(tmp_path, enc, monkeypatch):
@@ -270,9 +273,10 @@ def test_text8_scores_the_last_characters(tmp_path, enc, monkeypatch):
     path.write_text(text)
     monkeypatch.setattr(tasks_text, "TEST_SPLIT", 60)
     result = run("text8", path, enc)
-    ll, _ = document_ll(enc.encode(text[-60:]), enc.eot_token)
+    ll, tokens = document_ll(enc.encode(text[-60:]), enc.eot_token)
     assert result.metrics["characters"] == 60
     assert close(result.metrics["bits_per_character"], -ll / 60 / math.log(2))
+    assert_text_metrics(result.metrics, ll, tokens, len(re.split(r"\s+", text[-60:])), 60)
 
 
 def cbt_story(n, query, answer, candidates):
@@ -281,32 +285,45 @@ def cbt_story(n, query, answer, candidates):
 
 
 CANDIDATES = ["bird", "cat", "dog", "fish", "house", "king", "mouse", "queen", "tree", "wolf"]
+NAMES = ["Alice", "Bob", "Carol", "Dave", "Eve", "Frank", "Grace", "Heidi", "Ivan", "Judy"]
 
 
-def test_cbt_picks_the_likeliest_candidate_with_the_rest_of_the_query(tmp_path, enc):
-    query = "`` Would n't you like to be a XXXXX , too ? '' said the cat ."
-    text = "".join(cbt_story(n, query, CANDIDATES[n], CANDIDATES) for n in range(4))
-    path = tmp_path / "cbtest_CN_valid_2000ex.txt"
+@pytest.mark.parametrize("task, query, candidates, context_end, filled", [
+    # A common noun mid-query: the rest of the query follows the candidate.
+    ("cbt-cn", "`` Would n't you like to be a XXXXX , too ? '' said the cat .", CANDIDATES,
+     ' "Wouldn\'t you like to be a ', 'queen, too?" said the cat.'),
+    # A named entity opening the query: the context ends with a space, which the
+    # harness's encoding moves to the continuation.
+    ("cbt-ne", "XXXXX said that the king 's horse could n't run .", NAMES, " ",
+     "Heidi said that the king's horse couldn't run."),
+])
+def test_cbt_picks_the_likeliest_candidate_with_the_rest_of_the_query(
+        tmp_path, enc, task, query, candidates, context_end, filled):
+    text = "".join(cbt_story(n, query, candidates[n], candidates) for n in range(4))
+    path = tmp_path / f"cbtest_{task[-2:].upper()}_valid_2000ex.txt"
     path.write_text(text)
-    questions = tasks.read("cbt-cn", str(path))
+    questions = tasks.read(task, str(path))
     story = " ".join(f"Sentence number {i} of story 0, which isn't long." for i in range(1, 21))
-    assert questions[0].context == story + ' "Wouldn\'t you like to be a '
-    assert questions[0].continuations[7] == 'queen, too?" said the cat.'
+    assert questions[0].context == story + context_end
+    assert questions[0].continuations[7] == filled
     assert [q.line for q in questions] == [21, 43, 65, 87]
-    result = run("cbt-cn", path, enc)
+    assert [q.answer for q in questions] == [0, 1, 2, 3]
+    result = run(task, path, enc)
     hits = 0
     for q in questions:
         lls = [pair_scores(*harness_pair(enc, q.context, c))[0] for c in q.continuations]
+        assert len(set(lls)) > 1
         hits += int(np.argmax(lls)) == q.answer
     assert close(result.metrics["accuracy"], hits / 4)
+    assert set(result.metrics) == {"accuracy", "skipped"}
 
 
 def test_text_is_the_whole_file_as_one_document(tmp_path, enc):
-    text = "Any text at all: ünïcödé, emoji 🙂, tabs\tand\n\nblank lines.\n"
+    text = "Any text at all: ünïcödé, emoji 🙂, tabs\tand\n\nblank lines.\n" * 4
     path = tmp_path / "notes.txt"
     path.write_text(text, encoding="utf-8")
     result = run("text", path, enc)
     ll, tokens = document_ll(enc.encode(text), enc.eot_token)
-    assert result.metrics["words"] == len(re.split(r"\s+", text))
-    assert result.metrics["bytes"] == len(text.encode("utf-8"))
-    assert close(result.metrics["log_likelihood"], ll) and result.metrics["tokens"] == tokens
+    assert tokens > N_CTX  # two windows
+    assert_text_metrics(result.metrics, ll, tokens, len(re.split(r"\s+", text)),
+                        len(text.encode("utf-8")))
