@@ -5,6 +5,7 @@ the published metric definitions (lm-evaluation-harness's where it has the task)
     python evaluate.py lambada --data lambada_test.jsonl --model_name 124M
     python evaluate.py wikitext2 --data wikitext-2-raw/wiki.test.raw --output wt2.json
     python evaluate.py text --data notes.txt --models_dir checkpoint --model_name run1
+    python evaluate.py text --data notes.txt --backend litert --dtype int8
 
 Prints a table of the metrics; `--output FILE` writes them as one JSON object {"task",
 "model", "examples", "metrics", "settings"}. A progress bar with ETA goes to stderr when it
@@ -30,7 +31,7 @@ WINDOW_RULES = ("disjoint", "stride")
 
 def evaluate(task=None, data=None, model_name='124M', models_dir='models', batch_size=8,
              limit=None, dtype='float32', window_rule='disjoint', stride=None, output=None,
-             overwrite=False, download=False, data_url=None) -> int:
+             overwrite=False, download=False, data_url=None, backend='tf') -> int:
     """Scores a GPT-2 model on a task's test file and prints the task's metrics.
 
     Args:
@@ -44,7 +45,8 @@ def evaluate(task=None, data=None, model_name='124M', models_dir='models', batch
         models_dir: Directory that holds the model directories.
         batch_size: Windows scored at once (one forward pass each).
         limit: Score only the first N examples (passages, articles or questions).
-        dtype: Weights' type: float32, or bfloat16 for half the memory.
+        dtype: Weights' type: float32, or bfloat16 for half the memory (--backend tf);
+            float32 or int8 (--backend litert).
         window_rule: How documents longer than the context are cut: disjoint
             (lm-evaluation-harness's rolling windows, the default) or stride (overlapping
             windows that start every --stride tokens: more context per token, slower).
@@ -56,6 +58,8 @@ def evaluate(task=None, data=None, model_name='124M', models_dir='models', batch
             data/<the file's name>) already holds it: resumable and verified, as
             download_model.py fetches models.
         data_url: Fetch from this address instead of the task's public one (a mirror).
+        backend: tf (TensorFlow), or litert (TensorFlow's LiteRT runtime, exported once
+            under the model's directory), as in the sampling scripts.
     Returns:
         The exit status: 0 when done, 1 for a bad data file or model (also after the
         results when some examples could not be scored), 2 for a bad option, 130 after
@@ -65,14 +69,15 @@ def evaluate(task=None, data=None, model_name='124M', models_dir='models', batch
         options = parse(task=task, data=data, model_name=model_name, models_dir=models_dir,
                         batch_size=batch_size, limit=limit, dtype=dtype,
                         window_rule=window_rule, stride=stride, output=output,
-                        overwrite=overwrite, download=download, data_url=data_url)
+                        overwrite=overwrite, download=download, data_url=data_url,
+                        backend=backend)
         return run(options)
 
     return cli.guarded(PROG, body)
 
 
 def parse(*, task, data, model_name, models_dir, batch_size, limit, dtype, window_rule,
-          stride, output, overwrite, download, data_url) -> dict:
+          stride, output, overwrite, download, data_url, backend="tf") -> dict:
     """Every option cast and checked, before any file or model is read."""
     import tasks_download
     if task not in tasks.TASKS:
@@ -88,8 +93,7 @@ def parse(*, task, data, model_name, models_dir, batch_size, limit, dtype, windo
         fetch = " (or add --download to fetch it)" if task in tasks_download.SOURCES else ""
         raise UsageError(f"--data is required: the path of {task}'s file, "
                          f"{tasks.TASKS[task].expected}{fetch}")
-    if str(dtype) not in cli.DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(cli.DTYPES)}, got {dtype!r}")
+    backend, dtype = cli.backend_and_dtype(backend, dtype)  # as the sampling scripts check
     if window_rule not in WINDOW_RULES:
         raise UsageError(f"--window_rule must be one of {', '.join(WINDOW_RULES)}, got "
                          f"{window_rule!r}")
@@ -98,7 +102,7 @@ def parse(*, task, data, model_name, models_dir, batch_size, limit, dtype, windo
                          "or leave --stride out")
     options = dict(
         task=task, data=cli.as_str("data", data), model_name=cli.as_str("model_name", model_name),
-        models_dir=cli.as_str("models_dir", models_dir), dtype=str(dtype),
+        models_dir=cli.as_str("models_dir", models_dir), dtype=dtype, backend=backend,
         batch_size=cli.as_int("batch_size", batch_size, minimum=1),
         limit=None if limit is None else cli.as_int("limit", limit, minimum=1),
         window_rule=window_rule,
@@ -149,8 +153,7 @@ def run(options: dict) -> int:
         if stride > hparams.n_ctx:
             raise UsageError(f"--stride {stride} is larger than the model's context of "
                              f"{hparams.n_ctx}: use --stride {hparams.n_ctx} or less")
-    import score
-    scorer = score.Scorer(model.params, hparams)
+    scorer = model.scorer()  # score.Scorer, or its LiteRT twin with --backend litert
     with progress_bar() as bar:
         result = tasks.evaluate(options["task"], examples, scorer=scorer, encoder=model.enc,
                                 batch_size=options["batch_size"], stride=stride,
@@ -162,6 +165,7 @@ def run(options: dict) -> int:
                   settings=dict(data=options["data"], model_dir=model.model_dir,
                                 n_ctx=hparams.n_ctx, batch_size=options["batch_size"],
                                 limit=limit, dtype=options["dtype"],
+                                backend=options["backend"],
                                 window_rule=options["window_rule"], stride=stride,
                                 definition=tasks.TASKS[options["task"]].reproduces))
     print_table(record)
@@ -183,7 +187,8 @@ def load(options: dict):
         hparams = HParams.from_json(os.path.join(model_dir, "hparams.json"))
     except ValueError as e:
         raise Failure(str(e)) from None
-    return samples_io.open_model(model_dir, hparams, dtype=options["dtype"], strategy={})
+    return samples_io.open_model(model_dir, hparams, dtype=options["dtype"], strategy={},
+                                 backend=options["backend"])
 
 
 def progress_bar():

@@ -7,6 +7,7 @@ document out, and compares int8 with float32 there:
 
     python bench/litert_quality.py corpus      # bench/cache/quality/{train.jsonl, heldout.txt}
     python bench/litert_quality.py init        # bench/cache/quality/models/small (random)
+    python bench/litert_quality.py subset      # heldout-100k.txt: its first 100,000 characters
     python train.py --dataset bench/cache/quality/train.jsonl ...   (see DEVELOPERS.md)
     python evaluate.py text --data bench/cache/quality/heldout.txt --backend litert ...
     python bench/litert_quality.py agreement --model_dir checkpoint/small  # greedy, 200
@@ -86,6 +87,23 @@ def corpus(heldout_chars: int = 500_000) -> None:
         print(f"{side}: {docs} documents, {chars / 1e6:.1f} M characters")
 
 
+def subset(chars: int = 100_000) -> str:
+    """heldout-100k.txt: heldout.txt's first paragraphs, up to the one that reaches `chars`
+    characters (scoring all of it takes long on LiteRT, one position per step)."""
+    text = open(os.path.join(OUT, "heldout.txt"), encoding="utf-8").read()
+    kept, n = [], 0
+    for paragraph in text.split("\n\n"):
+        if n >= chars:
+            break
+        kept.append(paragraph)
+        n += len(paragraph) + 2
+    path = os.path.join(OUT, f"heldout-{chars // 1000}k.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n\n".join(kept) + "\n")
+    print(path)
+    return path
+
+
 def init(path: str) -> None:
     """A randomly initialised model of SMALL's shape (GPT-2's N(0, 0.02)), with the real
     vocabulary, for train.py to start from."""
@@ -131,13 +149,15 @@ def agreement(model_dir: str, prompts: int = 20, length: int = 200) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["corpus", "init", "agreement"])
+    parser.add_argument("step", choices=["corpus", "init", "subset", "agreement"])
     parser.add_argument("--model_dir", default=os.path.join(OUT, "models", "small"))
     args = parser.parse_args()
     if args.step == "corpus":
         corpus()
     elif args.step == "init":
         init(args.model_dir)
+    elif args.step == "subset":
+        subset()
     else:
         agreement(args.model_dir)
 

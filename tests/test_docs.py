@@ -52,6 +52,8 @@ TWO_HOSTS = ("needs two hosts, host1 and host2, that reach each other "
              "(tests/test_train_distributed.py runs two workers on 127.0.0.1)")
 TF_CONFIG = ("""TF_CONFIG='{{"cluster": {{"worker": ["host1:2222", "host2:2222"]}}, "task": """
              """{{"type": "worker", "index": {index}}}}}' """)
+LITERT_QUALITY = ("a benchmark: builds a corpus from this machine's documentation and trains "
+                  "on it for most of an hour (bench/litert_quality.py)")
 TRAIN_ON_TWO_HOSTS = "python3 train.py --dataset docs.bin --model_name 124M --steps 1000"
 
 # (document, command) -> why it is not run. The command is compared token by token, so
@@ -134,6 +136,26 @@ NOT_RUN = {
                       "gpt-2:cpu-nomodels python3 download_model.py 124M"): f"{DOCKER}; {INTERNET}",
     ("DEVELOPERS.md", "docker run --rm gpt-2:cpu python3 src/generate_unconditional_samples.py --help"):
         DOCKER,
+    # The LiteRT sections.
+    ("DEVELOPERS.md", "python3 bench/bench_litert.py --runs 3"): BENCH,
+    ("DEVELOPERS.md", "python3 bench/bench_litert.py --export 124M 355M 774M --dtypes int8 float32"): BENCH,
+    ("DEVELOPERS.md", "python3 bench/bench_litert.py --export 1558M --dtypes int8 --sample_rss 1558M"):
+        f"{BENCH}; writes 1558M's 6.2 GB of random weights and converts them",
+    ("README.md", "python3 bench/bench_litert.py --runs 3"): BENCH,
+    ("README.md", "python3 bench/litert_quality.py corpus"): LITERT_QUALITY,
+    ("README.md", "python3 bench/litert_quality.py init"): LITERT_QUALITY,
+    ("README.md", "python3 bench/litert_quality.py subset"): LITERT_QUALITY,
+    ("README.md", "python3 train.py --dataset bench/cache/quality/train.jsonl --models_dir "
+                  "bench/cache/quality/models --model_name small --checkpoint_dir "
+                  "bench/cache/quality/checkpoint --run_name small --restore_from fresh "
+                  "--batch_size 8 --window 128 --learning_rate 0.001 --warmup_steps 30 "
+                  "--grad_clip 1.0 --steps 600 --save_every 100 --sample_every 0 --seed 1"):
+        LITERT_QUALITY,
+    ("README.md", "python3 evaluate.py text --data bench/cache/quality/heldout-100k.txt "
+                  "--models_dir bench/cache/quality/checkpoint --model_name small --backend "
+                  "litert --dtype int8"): LITERT_QUALITY,
+    ("README.md", "python3 bench/litert_quality.py agreement --model_dir "
+                  "bench/cache/quality/checkpoint/small"): LITERT_QUALITY,
     # The "## Converting checkpoints" section.
     ("DEVELOPERS.md", ".venv/bin/python bench/bench_convert.py --size 1558M"):
         f"{BENCH}; writes 19 GB of random weights and conversions",

@@ -143,3 +143,43 @@ def test_a_truncated_export_is_rebuilt_and_the_run_succeeds(run_script, fresh_mo
     assert r.code == 0, r.stderr
     assert "is unusable (part-1-of-1.tflite is" in r.stderr and "rebuilding it" in r.stderr
     assert open(mine, "rb").read() == blob
+
+
+def test_evaluate_text_on_litert_float32_equals_tensorflow(run_script, litert_models,
+                                                           tmp_path):
+    """`evaluate.py text --backend litert`: the windows (n_ctx 64, so several, each a batch
+    row) score as TensorFlow scores them, to 1e-4 per token."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import evaluate
+    path = tmp_path / "notes.txt"
+    path.write_text("The quick brown fox jumps over the lazy dog. " * 16 + "Fin.\n",
+                    encoding="utf-8")
+    results = {}
+    for backend in ("tf", "litert"):
+        out = tmp_path / f"{backend}.json"
+        r = run_script(evaluate, "text", "--data", path, *flags(litert_models), "--backend",
+                       backend, "--batch_size", 2, "--output", out, model=False)
+        assert r.code == 0, r.stderr
+        results[backend] = json.loads(out.read_text())
+    tf_m, lite_m = results["tf"]["metrics"], results["litert"]["metrics"]
+    assert tf_m["tokens"] == lite_m["tokens"] > 2 * 64  # three windows at least (two rows, then one)
+    assert lite_m["log_likelihood"] / lite_m["tokens"] == pytest.approx(
+        tf_m["log_likelihood"] / tf_m["tokens"], abs=1e-4)
+    assert lite_m["token_perplexity"] == pytest.approx(tf_m["token_perplexity"], rel=1e-4)
+    assert results["litert"]["settings"]["backend"] == "litert"
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--backend", "litert", "--dtype", "bfloat16"], ["--dtype bfloat16 needs --backend tf"]),
+    (["--backend", "litert", "--dtype", "int4"], ["--dtype must be one of float32, int8"]),
+    (["--dtype", "int8"], ["--dtype int8 needs --backend litert"]),
+    (["--backend", "onnx"], ["--backend must be one of tf, litert"]),
+])
+def test_evaluate_checks_the_backend_and_dtype_pair(run_script, tmp_path, args, needles):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import evaluate
+    path = tmp_path / "notes.txt"
+    path.write_text("Some notes.\n", encoding="utf-8")
+    r = run_script(evaluate, "text", "--data", path, *args, model=False)
+    assert r.code == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
+    assert all(needle in r.stderr for needle in needles), r.stderr
