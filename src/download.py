@@ -27,7 +27,8 @@ What it guarantees:
 - `<dir>/.download.json` records the size and sha256 of each verified file (and the
   validators of partial ones); a later call hashes the file again and skips it when it still
   matches, so a truncated or altered file is fetched again. A damaged manifest counts as empty.
-- `<dir>/.download.lock` makes a second process wait instead of writing the same file.
+- `<dir>/.download.lock` makes a second process wait instead of writing the same file; it
+  exists only while a download runs, and a folder a failed first download made is removed.
 - Every failure is a `DownloadError` whose message is one line saying what to do; `Options`
   lets the caller name its own flags in those remedies.
 """
@@ -139,16 +140,10 @@ class Folder:
 
     def __enter__(self) -> "Folder":
         lock = os.path.join(self.directory, LOCK)
+        self._made = not os.path.isdir(self.directory)
         try:
-            os.makedirs(self.directory, exist_ok=True)
-            self._lock = _open_lock(lock)
-            if fcntl is not None:
-                try:
-                    fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    self.options.log(f"another download into {self.directory} is running; "
-                                     f"waiting for it to finish")
-                    fcntl.flock(self._lock, fcntl.LOCK_EX)
+            while not self._take(lock):
+                pass  # the holder removed the lock file as it left: take a fresh one
         except OSError as e:
             self.__exit__()
             where = lock if os.path.isdir(self.directory) else self.directory
@@ -156,10 +151,46 @@ class Folder:
         self.manifest = Manifest(self.directory)
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self._lock is not None:
-            os.close(self._lock)  # closing releases the lock
+    def _take(self, lock: str) -> bool:
+        """Opens and locks `lock`; False if it was unlinked while this process waited."""
+        os.makedirs(self.directory, exist_ok=True)
+        try:
+            self._lock = _open_lock(lock)
+        except FileNotFoundError:
+            return False  # the folder was removed between the two calls: make it again
+        if fcntl is None:
+            return True
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.options.log(f"another download into {self.directory} is running; "
+                             f"waiting for it to finish")
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
+            held, named = os.fstat(self._lock), os.stat(lock, follow_symlinks=False)
+            current = (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+        except FileNotFoundError:
+            current = False
+        if not current:
+            os.close(self._lock)
             self._lock = None
+        return current
+
+    def __exit__(self, *exc) -> None:
+        """Releases the lock and leaves no trace of it: the lock file is removed while still
+        held (a waiter sees that and takes a new one), and a folder this call made is removed
+        again if nothing was downloaded into it."""
+        if self._lock is None:
+            return
+        if fcntl is not None:
+            try:
+                os.unlink(os.path.join(self.directory, LOCK))
+                if self._made:
+                    os.rmdir(self.directory)  # only if empty
+            except OSError:
+                pass  # files remain (downloaded, partial) or it is not ours: keep the folder
+        os.close(self._lock)  # closing releases the lock
+        self._lock = None
 
     def fetch(self, url: str, name: str, pin: Pin = Pin(), *, force: bool = False,
               headers: dict | None = None) -> dict:

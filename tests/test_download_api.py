@@ -64,3 +64,47 @@ def test_headers_are_sent_and_names_are_plain(server, tmp_path):
 def test_options_are_checked(bad):
     with pytest.raises(ValueError, match="timeout|retries"):
         download.Options(**bad)
+
+
+def test_failed_first_download_leaves_no_folder_and_no_lock(server, tmp_path):
+    """FAULTS: no trace of a download that never got a byte: the folder it made goes again;
+    a folder that was there before stays, without the lock file."""
+    opts, _ = options(retries=0)
+    for made_here in (True, False):
+        folder = tmp_path / ("new" if made_here else "old")
+        if not made_here:
+            folder.mkdir()
+        with pytest.raises(download.DownloadError, match="404"):
+            with download.Folder(str(folder), opts) as f:
+                f.fetch(server.url + "/data/missing.jsonl", "missing.jsonl")
+        if made_here:
+            assert not folder.exists()
+        else:
+            assert list(folder.iterdir()) == []
+
+
+def test_a_waiter_takes_the_fresh_lock_when_the_holder_removes_it(tmp_path):
+    """The holder unlinks the lock file as it leaves; a process that was waiting on the old
+    file must not go on holding a lock nobody else can see (two writers at once)."""
+    import fcntl
+    import os
+    import threading
+    waiting, done = threading.Event(), threading.Event()
+    first = download.Folder(str(tmp_path / "m"), options()[0]).__enter__()
+    second = download.Folder(str(tmp_path / "m"), download.Options(log=lambda _: waiting.set()))
+    thread = threading.Thread(target=lambda: (second.__enter__(), done.set()))
+    thread.start()
+    assert waiting.wait(20)  # it is blocked on the lock file the first one holds
+    first.__exit__()
+    thread.join(20)
+    assert done.is_set()
+    lock = tmp_path / "m" / download.LOCK
+    assert os.fstat(second._lock).st_ino == os.stat(lock).st_ino
+    third = os.open(lock, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):  # a third process would wait for the second
+            fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(third)
+        second.__exit__()
+    assert not lock.exists()
