@@ -52,11 +52,16 @@ def convert(src, dst, force=False) -> int:
                 hub_format.convert(src_dir, dst_dir, force=replace, progress=bar)
         except ValueError as e:
             raise cli.Failure(str(e)) from None
-        print(f"Wrote {dst_dir} ({FORMATS[target]}, from {src_dir}): "
-              f"{', '.join(sorted(os.listdir(dst_dir)))}")
-        if target == "released":
-            import model_paths
-            print(f"Sample from it: {model_paths.sample_command(dst_dir)}")
+        try:
+            print(f"Wrote {dst_dir} ({FORMATS[target]}, from {src_dir}): "
+                  f"{', '.join(sorted(os.listdir(dst_dir)))}")
+            if target == "released":
+                import model_paths
+                print(f"Sample from it: {model_paths.sample_command(dst_dir)}")
+            sys.stdout.flush()
+        except cli.StreamError as e:  # exit 1 as for any lost output, but say DST is whole
+            raise cli.Failure(f"{dst_dir} was written in full; only this report was lost: "
+                              f"{e}") from None
         return cli.EXIT_OK
 
     return cli.guarded(PROG, body)

@@ -130,7 +130,7 @@ def same_size(found: HParams, where: str, base: HParams | None, base_dir: str | 
         return
     fields = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
     show = lambda h: ", ".join(f"{k}={getattr(h, k)}" for k in fields)  # noqa: E731
-    remedy = (f"train it with the --model_name it was made from, or give another --run_name"
+    remedy = ("train it with the --model_name it was made from, or give another --run_name"
               if run_path else "restore from a checkpoint of the same model size")
     raise ValueError(f"{where} is a model of another size ({show(found)}) than {base_dir} "
                      f"({show(base)}): {remedy}")

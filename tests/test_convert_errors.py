@@ -12,7 +12,6 @@ import shutil
 import numpy as np
 import pytest
 
-import gpt2_fixtures as fx
 from conftest import CLI_TINY
 from test_convert import converted, hf_gpt2, save_hub
 
@@ -227,3 +226,22 @@ def test_unsupported_config_is_refused_without_tensorflow_work():
     assert hub_format.hparams_from_config(
         {**tiny, "n_inner": 64, "activation_function": "gelu_pytorch_tanh"}, source="c"
     ).n_ctx == CLI_TINY["n_ctx"]
+
+
+def test_full_stdout_says_the_destination_is_complete(hub, tmp_path):
+    """`>/dev/full`: the report is lost, so exit 1 as for any lost output, but the line says
+    DST was written in full (no rerun needed) and DST loads."""
+    import subprocess
+    import sys
+    from test_convert import CONVERT, user_env
+    dst = tmp_path / "models" / "hf"
+    with open(os.devnull.replace("null", "full"), "w") as full:
+        done = subprocess.run([sys.executable, CONVERT, str(hub), str(dst)], stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=user_env(), timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == (f"convert_checkpoint.py: error: {dst} was written in full; only "
+                           f"this report was lost: cannot write to standard output: No space "
+                           f"left on device\n")
+    assert os.listdir(dst.parent) == ["hf"]  # renamed into place, no temporary left
+    assert {"hparams.json", "encoder.json", "vocab.bpe", "checkpoint", "model.ckpt.index",
+            "model.ckpt.data-00000-of-00001"} <= set(os.listdir(dst))
