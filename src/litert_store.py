@@ -26,7 +26,7 @@ import litert_export
 from model import HParams
 
 # Bump when the exported graph changes: every cached export is then rebuilt.
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2
 MANIFEST = "manifest.json"
 
 Progress = Callable[[str], None]
