@@ -26,9 +26,9 @@ sys.path.insert(0, HERE)
 
 import bench_sampling  # noqa: E402
 import random_checkpoint  # noqa: E402
-from bench_sampling import TOP_K, ask  # noqa: E402
+import workers  # noqa: E402
+from bench_sampling import TOP_K  # noqa: E402
 
-SRC = os.path.join(os.path.dirname(HERE), "src")
 # name: (batch, prompt tokens, new tokens, engines). The long run starts from one token,
 # so LiteRT's cache grows through every bucket (128 ... 1024) during the sample.
 SETTINGS = {
@@ -54,26 +54,27 @@ class LiteRT:
         return out
 
 
-def start(kind, model_dir):
-    """bench_sampling's worker process serving `kind`: hf, tf, litert-float32, litert-int8."""
+def engine(kind: str, model_dir: str):
+    """The worker factory for `kind`: hf, tf (this project's TF path), litert-float32/int8."""
     if kind.startswith("litert-"):
-        return bench_sampling.start(kind, model_dir,
-                                    functools.partial(LiteRT, dtype=kind.split("-", 1)[1]))
-    return bench_sampling.start("ours" if kind == "tf" else kind, model_dir)
+        return functools.partial(LiteRT, model_dir, dtype=kind.split("-", 1)[1])
+    return functools.partial(bench_sampling.Ours if kind == "tf" else bench_sampling.HF,
+                             model_dir)
 
 
 def in_subprocess(code: str, *args: str) -> dict:
-    """Runs `code` (which prints one JSON object last) in a fresh Python with src/ on the
-    path; its peak RSS is the code's own."""
-    env = dict(os.environ, PYTHONPATH=SRC, TF_CPP_MIN_LOG_LEVEL="3")
+    """Runs `code` (which prints one JSON object last) in a fresh Python with src/ and
+    bench/ on the path; workers.peak_rss_mb() there is the code's own."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([workers.SRC, HERE]),
+               TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", code, *args], env=env, check=True,
                          stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 EXPORT = """
-import json, os, resource, shutil, sys, time
-import litert_store
+import json, os, shutil, sys, time
+import litert_store, workers
 model_dir, dtype = sys.argv[1:3]
 shutil.rmtree(os.path.join(litert_store.export_dir(model_dir)), ignore_errors=True) \\
     if sys.argv[3] == "fresh" else None
@@ -82,7 +83,7 @@ paths = litert_store.ensure(model_dir, dtype=dtype,
                             progress=lambda m: print(m, file=sys.stderr, flush=True))
 print(json.dumps(dict(seconds=time.perf_counter() - start, parts=len(paths),
                       bytes=sum(os.path.getsize(p) for p in paths),
-                      peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))
+                      peak_rss_bytes=int(workers.peak_rss_mb() * 2**20))))
 """
 
 
@@ -94,8 +95,8 @@ def export(model_name: str, dtype: str, *, fresh: bool) -> dict:
 
 
 SAMPLE_RSS = """
-import json, resource, sys, time
-import numpy as np, litert_runtime, sample
+import json, sys, time
+import numpy as np, litert_runtime, sample, workers
 runtime = litert_runtime.load(sys.argv[1], dtype=sys.argv[2])
 sampler = litert_runtime.Sampler(runtime, top_k=40)
 times = []
@@ -104,7 +105,7 @@ for _ in range(2):
     sample.sample_sequence(params=None, hparams=runtime.hparams, length=int(sys.argv[3]),
                            context=np.zeros([1, 1], np.int32), sampler=sampler)
     times.append(time.perf_counter() - start)
-print(json.dumps(dict(peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+print(json.dumps(dict(peak_rss_bytes=int(workers.peak_rss_mb() * 2**20),
                       tokens_per_s=int(sys.argv[3]) / min(times))))
 """
 
@@ -122,24 +123,17 @@ def measure(settings, runs):
     for kind in kinds:
         if kind.startswith("litert-"):
             export("124M", kind.split("-", 1)[1], fresh=False)
-    workers = {kind: start(kind, model_dir) for kind in kinds}
     rows = []
-    for name in settings:
-        batch, n_prompt, new, engines = SETTINGS[name]
-        times = {kind: [] for kind in engines}
-        for kind in engines:
-            ask(workers[kind][1], "run", batch, n_prompt, new)  # warm-up
-        for _ in range(runs):
-            for kind in engines:
-                times[kind].append(ask(workers[kind][1], "run", batch, n_prompt, new))
-        speed = {k: batch * new / statistics.median(v) for k, v in times.items()}
-        rows.append(dict(setting=name, batch=batch, prompt=n_prompt, new=new,
-                         tokens_per_s=speed, seconds=times,
-                         ratio_to_hf={k: v / speed["hf"] for k, v in speed.items()}))
-    rss = {kind: ask(conn, "rss") for kind, (_, conn) in workers.items()}
-    for process, conn in workers.values():
-        conn.send(("quit",))
-        process.join()
+    with workers.Pool({kind: engine(kind, model_dir) for kind in kinds}) as pool:
+        for name in settings:
+            batch, n_prompt, new, engines = SETTINGS[name]
+            times, _ = pool.alternate("generate", bench_sampling.prompt(n_prompt, batch), new,
+                                      runs=runs, names=engines)
+            speed = {k: batch * new / statistics.median(v) for k, v in times.items()}
+            rows.append(dict(setting=name, batch=batch, prompt=n_prompt, new=new,
+                             tokens_per_s=speed, seconds=times,
+                             ratio_to_hf={k: v / speed["hf"] for k, v in speed.items()}))
+        rss = pool.peak_rss_mb()
     return rows, rss
 
 

@@ -11,8 +11,8 @@ memory-bandwidth ceiling measured here, time to first token, peak RSS) and write
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -23,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import random_checkpoint  # noqa: E402
+import workers  # noqa: E402
 
 # name: (model, batch, prompt tokens, new tokens). GPT-2 has 1024 positions, so the long
 # run is a 1-token prompt and 1023 new tokens.
@@ -40,11 +41,6 @@ def weight_bytes(model_name: str) -> int:
     """Bytes of matmul weights read per decoding step (fp32), the bandwidth-bound part."""
     h = random_checkpoint.SIZES[model_name]
     return 4 * (h["n_layer"] * 12 * h["n_embd"] ** 2 + h["n_vocab"] * h["n_embd"])
-
-
-def peak_rss_mb() -> float:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def prompt(n: int, batch: int):
@@ -70,6 +66,11 @@ class Ours:
 
     def first_token(self, context):
         return next(self.sample.stream_sequence(self.interactive, context, length=100))
+
+    def greedy(self, context, length):
+        out = self.sample.sample_sequence(params=self.params, hparams=self.hparams,
+                                          length=length, context=context, temperature=0)
+        return out[0, context.shape[1]:].tolist()
 
 
 class HF:
@@ -107,6 +108,9 @@ class HF:
     def first_token(self, context):
         return self.generate(context, 1, do_sample=True)
 
+    def greedy(self, context, length):
+        return self.generate(context, length, do_sample=False)[0, context.shape[1]:].tolist()
+
 
 def hf_name(name: str) -> str:
     """model/h3/attn/c_attn/w -> transformer.h.3.attn.c_attn.weight (HF's GPT-2 names)."""
@@ -117,39 +121,6 @@ def hf_name(name: str) -> str:
         parts[:1] = ["h", parts[0][1:]]
     parts[-1] = "bias" if parts[-1] == "b" else "weight"
     return "transformer." + ".".join(parts)
-
-
-def worker(kind, model_dir, conn, make=None):
-    """Serves ("run", batch, n_prompt, new) / ("ttft",) / ("greedy",) / ("rss",); `make`
-    (picklable) builds another engine from the model directory (bench_litert.py's)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
-    engine = make(model_dir) if make else (Ours if kind == "ours" else HF)(model_dir)
-    while True:
-        message = conn.recv()
-        if message[0] == "quit":
-            return
-        if message[0] == "run":
-            _, batch, n_prompt, new = message
-            context = prompt(n_prompt, batch)
-            start = time.perf_counter()
-            engine.generate(context, new)
-            conn.send(time.perf_counter() - start)
-        elif message[0] == "ttft":
-            engine.first_token(prompt(20, 1))  # one prompt answered already
-            start = time.perf_counter()
-            engine.first_token(prompt(333, 1))  # then a new prompt of another length
-            conn.send(time.perf_counter() - start)
-        elif message[0] == "greedy":
-            if kind == "ours":
-                out = engine.sample.sample_sequence(params=engine.params,
-                                                    hparams=engine.hparams, length=20,
-                                                    context=prompt(7, 1), temperature=0)
-            else:
-                out = engine.generate(prompt(7, 1), 20, do_sample=False)
-            conn.send(out[0, 7:].tolist())
-        elif message[0] == "rss":
-            conn.send(peak_rss_mb())
 
 
 def bandwidth_gbs() -> float:
@@ -164,41 +135,24 @@ def bandwidth_gbs() -> float:
     return x.shape[0] * 4 / best / 1e9
 
 
-def start(kind, model_dir, make=None):
-    parent, child = mp.Pipe()
-    process = mp.get_context("spawn").Process(target=worker,
-                                              args=(kind, model_dir, child, make))
-    process.start()
-    return process, parent
-
-
-def ask(conn, *message):
-    conn.send(message)
-    return conn.recv()
-
-
 def measure(model_name, settings, runs):
     model_dir = random_checkpoint.ensure(model_name)
-    workers = {kind: start(kind, model_dir) for kind in ("ours", "hf")}
-    rows = []
-    greedy = {kind: ask(conn, "greedy") for kind, (_, conn) in workers.items()}
-    for name in settings:
-        _, batch, n_prompt, new = SETTINGS[name]
-        times = {"ours": [], "hf": []}
-        for kind, (_, conn) in workers.items():
-            ask(conn, "run", batch, n_prompt, new)  # warm-up
-        for _ in range(runs):
-            for kind, (_, conn) in workers.items():
-                times[kind].append(ask(conn, "run", batch, n_prompt, new))
-        rows.append(dict(setting=name, model=model_name, batch=batch, prompt=n_prompt,
-                         new=new, **{f"{k}_tokens_per_s": batch * new / statistics.median(v)
-                                     for k, v in times.items()},
-                         **{f"{k}_seconds": v for k, v in times.items()}))
-    ttft = {kind: ask(conn, "ttft") for kind, (_, conn) in workers.items()}
-    rss = {kind: ask(conn, "rss") for kind, (_, conn) in workers.items()}
-    for process, conn in workers.values():
-        conn.send(("quit",))
-        process.join()
+    with workers.Pool({"ours": functools.partial(Ours, model_dir),
+                       "hf": functools.partial(HF, model_dir)}) as pool:
+        greedy = {kind: pool.call(kind, "greedy", prompt(7, 1), 20)[1] for kind in pool.names}
+        rows = []
+        for name in settings:
+            _, batch, n_prompt, new = SETTINGS[name]
+            times, _ = pool.alternate("generate", prompt(n_prompt, batch), new, runs=runs)
+            rows.append(dict(setting=name, model=model_name, batch=batch, prompt=n_prompt,
+                             new=new, **{f"{k}_tokens_per_s": batch * new / statistics.median(v)
+                                         for k, v in times.items()},
+                             **{f"{k}_seconds": v for k, v in times.items()}))
+        ttft = {}
+        for kind in pool.names:
+            pool.call(kind, "first_token", prompt(20, 1))  # one prompt answered already
+            ttft[kind] = pool.call(kind, "first_token", prompt(333, 1))[0]  # then a new one
+        rss = pool.peak_rss_mb()
     for row in rows:
         row.update(ours_ttft_s=ttft["ours"], hf_ttft_s=ttft["hf"], ours_peak_rss_mb=rss["ours"],
                    hf_peak_rss_mb=rss["hf"], greedy_tokens_equal=greedy["ours"] == greedy["hf"])
@@ -208,10 +162,10 @@ def measure(model_name, settings, runs):
 def load_rss(model_name):
     """Peak RSS of a fresh process that loads `model_name`'s weights, vs the data file."""
     model_dir = random_checkpoint.ensure(model_name, npz=False)
-    code = ("import sys, resource, checkpoint; checkpoint.load(sys.argv[1]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    code = ("import sys, checkpoint, workers; checkpoint.load(sys.argv[1]); "
+            "print(int(workers.peak_rss_mb() * 1024 * 1024))")
     import subprocess
-    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(HERE), "src"),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([workers.SRC, HERE]),
                TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", code, model_dir], capture_output=True,
                          text=True, env=env, check=True).stdout

@@ -14,18 +14,19 @@ model size, and writes JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import random_checkpoint  # noqa: E402
-from bench_sampling import HF, ask, peak_rss_mb  # noqa: E402
+import workers  # noqa: E402
+from bench_sampling import HF  # noqa: E402
 
 # name: (batch, tokens per window, scored positions per window)
 SETTINGS = {"windows_8x1024": (8, 1024, 1024), "lambada_8x90": (8, 90, 2)}
@@ -78,55 +79,21 @@ class Theirs:
         return float(chosen.double().sum())
 
 
-def worker(kind, model_dir, conn, dtype="float32"):
-    """Serves ("run", batch, length, scored) with seconds and the log-likelihood, and
-    ("rss",); like bench_sampling's workers, one framework per process."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
-    engine = (Ours if kind == "ours" else Theirs)(model_dir, dtype)
-    while True:
-        message = conn.recv()
-        if message[0] == "quit":
-            return
-        if message[0] == "run":
-            began = time.perf_counter()
-            total = engine.run(*message[1:])
-            conn.send((time.perf_counter() - began, total))
-        elif message[0] == "rss":
-            conn.send(peak_rss_mb())
-
-
-def start(kind, model_dir, dtype):
-    import multiprocessing as mp
-    parent, child = mp.Pipe()
-    process = mp.get_context("spawn").Process(target=worker,
-                                              args=(kind, model_dir, child, dtype))
-    process.start()
-    return process, parent
-
-
 def measure(model_name, runs, dtype):
     model_dir = random_checkpoint.ensure(model_name)
-    workers = {kind: start(kind, model_dir, dtype) for kind in ("ours", "hf")}
     rows = []
-    for name, (batch, length, scored) in SETTINGS.items():
-        times, totals = {"ours": [], "hf": []}, {}
-        for kind, (_, conn) in workers.items():
-            ask(conn, "run", batch, length, scored)  # warm-up (and the one trace)
-        for _ in range(runs):
-            for kind, (_, conn) in workers.items():
-                seconds, totals[kind] = ask(conn, "run", batch, length, scored)
-                times[kind].append(seconds)
-        rows.append(dict(
-            setting=name, model=model_name, dtype=dtype, batch=batch, length=length,
-            scored=scored, **{f"{k}_seconds": v for k, v in times.items()},
-            **{f"{k}_tokens_per_s": batch * length / statistics.median(v)
-               for k, v in times.items()},
-            log_likelihood_ours=totals["ours"], log_likelihood_hf=totals["hf"]))
-    rss = {kind: ask(conn, "rss") for kind, (_, conn) in workers.items()}
-    for process, conn in workers.values():
-        conn.send(("quit",))
-        process.join()
+    with workers.Pool({"ours": functools.partial(Ours, model_dir, dtype),
+                       "hf": functools.partial(Theirs, model_dir, dtype)}) as pool:
+        for name, (batch, length, scored) in SETTINGS.items():
+            # the warm-up call is also the one trace
+            times, totals = pool.alternate("run", batch, length, scored, runs=runs)
+            rows.append(dict(
+                setting=name, model=model_name, dtype=dtype, batch=batch, length=length,
+                scored=scored, **{f"{k}_seconds": v for k, v in times.items()},
+                **{f"{k}_tokens_per_s": batch * length / statistics.median(v)
+                   for k, v in times.items()},
+                log_likelihood_ours=totals["ours"][-1], log_likelihood_hf=totals["hf"][-1]))
+        rss = pool.peak_rss_mb()
     for row in rows:
         row.update(ours_peak_rss_mb=rss["ours"], hf_peak_rss_mb=rss["hf"])
     return rows

@@ -14,15 +14,14 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import multiprocessing as mp
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -30,7 +29,7 @@ sys.path.insert(0, HERE)
 
 import bench_sampling  # noqa: E402
 import random_checkpoint  # noqa: E402
-from bench_sampling import ask, peak_rss_mb  # noqa: E402
+import workers  # noqa: E402
 
 WINDOW, BATCH, LEARNING_RATE = 256, 4, 1e-4
 
@@ -80,45 +79,13 @@ class HF(bench_sampling.HF):
         return float(loss)
 
 
-def worker(kind, model_dir, conn):
-    """Serves ("step", i) -> seconds, ("loss", i) -> the loss of step i, ("rss",)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, os.path.join(ROOT, "src"))
-    engine = (Ours if kind == "ours" else HF)(model_dir)
-    while True:
-        message = conn.recv()
-        if message[0] == "quit":
-            return
-        if message[0] == "step":
-            began = time.perf_counter()
-            loss = engine.step(message[1])
-            conn.send((time.perf_counter() - began, loss))
-        elif message[0] == "rss":
-            conn.send(peak_rss_mb())
-
-
-def start(kind, model_dir):
-    parent, child = mp.Pipe()
-    process = mp.get_context("spawn").Process(target=worker, args=(kind, model_dir, child))
-    process.start()
-    return process, parent
-
-
 def speed(runs: int) -> dict:
     model_dir = random_checkpoint.ensure("124M")
-    workers = {kind: start(kind, model_dir) for kind in ("ours", "hf")}
-    times, losses = {"ours": [], "hf": []}, {"ours": [], "hf": []}
-    for kind, (_, conn) in workers.items():
-        ask(conn, "step", 0)  # warm-up: tracing, allocation
-    for step in range(1, runs + 1):
-        for kind, (_, conn) in workers.items():
-            seconds, loss = ask(conn, "step", step)
-            times[kind].append(seconds)
-            losses[kind].append(loss)
-    rss = {kind: ask(conn, "rss") for kind, (_, conn) in workers.items()}
-    for process, conn in workers.values():
-        conn.send(("quit",))
-        process.join()
+    with workers.Pool({"ours": functools.partial(Ours, model_dir),
+                       "hf": functools.partial(HF, model_dir)}) as pool:
+        # step 0 warms up (tracing, allocation); the timed steps are 1..runs
+        times, losses = pool.alternate("step", runs=runs, numbered=True)
+        rss = pool.peak_rss_mb()
     tokens = BATCH * WINDOW
     return dict(model="124M", window=WINDOW, batch=BATCH, dtype="float32",
                 **{f"{k}_tokens_per_s": tokens / statistics.median(v) for k, v in times.items()},
