@@ -1,9 +1,15 @@
 """Shared fixtures: tiny random checkpoints in the released layout."""
 import os
+import signal
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A suite started in the background (`./test.sh &`, nohup) inherits SIGINT ignored, and
+# so would every script the tests run: their Ctrl-C cases would test nothing. A handler
+# here is reset to the default in each child process, where Python installs its own.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import gpt2_fixtures as fx  # noqa: E402
 
