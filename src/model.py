@@ -202,7 +202,7 @@ def block(x, p, *, past, hparams: HParams, mask, pos=None, attend=None):
 
 
 def model(params, X, *, hparams: HParams, past=None, pos=None, last_logits_only=False,
-          logits=True):
+          logits=True, attend=None):
     """Logits for token ids X [batch, seq], and `present` to feed back as `past`.
 
     Without `pos` (the original API), `past` is None or [batch, n_layer, 2, head, n_past,
@@ -212,7 +212,8 @@ def model(params, X, *, hparams: HParams, past=None, pos=None, last_logits_only=
     `last_logits_only`, logits are [batch, 1, n_vocab] for the last position only (a
     sampler needs no more, and a long prompt's full logits are large). With `logits=False`,
     the output holds `hidden` [batch, seq, n_embd] (after `ln_f`) instead of `logits`, for a
-    caller that needs the logits of a few positions at a time (score.py).
+    caller that needs the logits of a few positions at a time (score.py). `attend` is
+    passed to every layer's `attn` (score.py's blocked causal attention).
     """
     X = tf.convert_to_tensor(X, tf.int32)  # [batch, seq]
     if pos is None:
@@ -231,7 +232,7 @@ def model(params, X, *, hparams: HParams, past=None, pos=None, last_logits_only=
     presents = []
     for layer, layer_past in enumerate(pasts):
         h, present = block(h, params["h"][layer], past=layer_past, hparams=hparams,
-                           mask=mask, pos=pos)
+                           mask=mask, pos=pos, attend=attend)
         presents.append(present)
     if last_logits_only:
         h = h[:, -1:]  # [batch, 1, n_embd]

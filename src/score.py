@@ -174,13 +174,11 @@ class Scorer:
         """model.model(..., logits=False)'s hidden states, with `causal_attention`."""
         def attend(q, k, v, *, past, pos):
             assert past is None and pos is None  # whole windows, no cache
-            return causal_attention(q, k, v, block=self.attention_block), None
+            # `present` as model.attn makes it; unused, so the traced graph drops it
+            return causal_attention(q, k, v, block=self.attention_block), tf.stack([k, v], 1)
 
-        h = model.embed(self.params, inputs)  # [batch, seq, n_embd]
-        for layer in self.params["h"]:
-            h, _ = model.block(h, layer, past=None, hparams=self.hparams, mask=None,
-                               attend=attend)
-        return model.norm(h, **self.params["ln_f"])  # [batch, seq, n_embd]
+        return model.model(self.params, inputs, hparams=self.hparams, logits=False,
+                           attend=attend)["hidden"]  # [batch, seq, n_embd]
 
     def _score_batch_graph(self, inputs, targets, scored):
         """Log-probs and argmax matches [n_scored] of the scored positions, row-major."""
